@@ -1,1 +1,11 @@
+//! interf-image: Bayesian imaging of radio-interferometric data with score-based priors.
+//!
+//! Module map (arrows point one way, see `../shared/DESIGN.md`):
+//! `cli → (sample, imaging, report) → (likelihood, prior) → operator → numerics`.
+//! `ms_io` (a separate crate) is used by `cli` and `imaging` only.
 
+pub mod cli;
+pub mod imaging;
+pub mod io;
+pub mod operator;
+pub mod prior;

@@ -1,0 +1,1 @@
+//! Classic imaging products: weighting, dirty image, PSF.

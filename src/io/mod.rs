@@ -1,0 +1,1 @@
+//! FITS images in and out, with a WCS as WSClean writes it.

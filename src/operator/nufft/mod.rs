@@ -1,0 +1,1 @@
+//! NUFFT between an image and visibilities.

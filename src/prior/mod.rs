@@ -1,0 +1,1 @@
+//! Score-based priors (candle): SDEs, score network, training, checkpoints, sampling.
