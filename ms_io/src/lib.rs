@@ -1,12 +1,25 @@
-//! Read CASA Measurement Sets through casacore (`rubbl_casatables`), read-only.
+//! Read CASA Measurement Sets through casacore, read-only.
 //!
 //! Returns plain Rust data: [`MsInfo`] for the metadata and [`VisChunk`]s of Stokes I
 //! visibilities, row-major `(row, channel)`, ready for gridding. Knows nothing of operators,
 //! priors or plotting.
 //!
+//! Columns are read in blocks of rows by a small C++ glue over casacore's bulk column reads
+//! (`glue/msio_glue.cc`), as fast as python-casacore; tables are opened read-only and without
+//! locks, so the input is never written.
+//!
 //! Conventions (WSClean's): UVW is antenna 1 minus antenna 2, in metres, in the frame of the
 //! field's `PHASE_DIR`; `V = Σ I exp(+2πi (u l + v m + w (n − 1)))` with `(u, v, w)` = UVW / λ.
+//! Stokes I and its weights follow WSClean too: see [`stokes`](crate::stokes) for the rules.
 
+mod direction;
+mod error;
+mod info;
+mod reader;
+pub mod stokes;
+mod table;
 mod types;
 
+pub use error::MsError;
+pub use reader::{MeasurementSet, DEFAULT_CHUNK_ROWS};
 pub use types::*;

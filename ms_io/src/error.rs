@@ -1,0 +1,97 @@
+//! Errors of the reader. Every message names the Measurement Set (or table) and what is wrong
+//! with it, so that a user reading only the message knows which input to fix.
+
+use std::path::PathBuf;
+
+use crate::types::Correlation;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MsError {
+    #[error("{path}: no such file or directory")]
+    NotFound { path: PathBuf },
+
+    #[error("{path}: is a plain file, not a Measurement Set (a Measurement Set is a directory)")]
+    NotADirectory { path: PathBuf },
+
+    #[error("{path}: not a casacore table: {reason}")]
+    NotATable { path: PathBuf, reason: String },
+
+    #[error("{path}: not a Measurement Set: {reason}")]
+    NotAMeasurementSet { path: PathBuf, reason: String },
+
+    #[error("{path}: table {table} has no column {column}{hint}")]
+    MissingColumn {
+        path: PathBuf,
+        table: String,
+        column: String,
+        /// Extra advice, e.g. which data columns do exist.
+        hint: String,
+    },
+
+    #[error("{path}: unknown field {field}; the FIELD table has {available:?}")]
+    UnknownField {
+        path: PathBuf,
+        field: String,
+        /// `"id: NAME"` for every field.
+        available: Vec<String>,
+    },
+
+    #[error("{path}: spectral window {spw} out of range (the Measurement Set has {n_spw})")]
+    SpwOutOfRange {
+        path: PathBuf,
+        spw: usize,
+        n_spw: usize,
+    },
+
+    #[error(
+        "{path}: channel range [{start}, {end}) is {why} (spectral window {spw} has {n_chan} channels)"
+    )]
+    BadChannelRange {
+        path: PathBuf,
+        start: usize,
+        end: usize,
+        spw: usize,
+        n_chan: usize,
+        why: &'static str,
+    },
+
+    #[error("{path}: nothing selected: {what}")]
+    NoRows { path: PathBuf, what: String },
+
+    #[error("{path}: all {samples} selected samples are flagged or have zero weight ({what})")]
+    AllFlagged {
+        path: PathBuf,
+        samples: usize,
+        what: String,
+    },
+
+    #[error(
+        "{path}: cannot form Stokes I from the correlations {corr:?} (polarization {pol_id}); \
+         need XX and YY, RR and LL, or a single parallel hand"
+    )]
+    UnsupportedCorrelations {
+        path: PathBuf,
+        pol_id: usize,
+        corr: Vec<Correlation>,
+    },
+
+    #[error("{path}: {table} row {row}: {what} = {value} is out of range (0..{len})")]
+    BadIndex {
+        path: PathBuf,
+        table: String,
+        row: usize,
+        what: &'static str,
+        value: i64,
+        len: usize,
+    },
+
+    #[error("{path}: malformed {what}")]
+    Malformed { path: PathBuf, what: String },
+
+    #[error("{path}: casacore error while {context}: {message}")]
+    Casacore {
+        path: PathBuf,
+        context: String,
+        message: String,
+    },
+}
