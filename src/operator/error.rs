@@ -9,7 +9,11 @@ pub enum OperatorError {
     #[error("accuracy epsilon {0:e} is outside the supported range 1e-7 … 1e-1")]
     BadEpsilon(f64),
     #[error("{what}: expected {expected} values, got {got}")]
-    LengthMismatch { what: &'static str, expected: usize, got: usize },
+    LengthMismatch {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
     #[error("{0}")]
     Invalid(String),
 }

@@ -13,7 +13,7 @@ pub struct ImageGeometry {
 
 impl ImageGeometry {
     pub fn new(nx: usize, ny: usize, dx: f64, dy: f64) -> Result<Self, OperatorError> {
-        if nx < 8 || ny < 8 || nx % 2 != 0 || ny % 2 != 0 {
+        if nx < 8 || ny < 8 || !nx.is_multiple_of(2) || !ny.is_multiple_of(2) {
             return Err(OperatorError::BadImageSize { ny, nx });
         }
         for d in [dx, dy] {

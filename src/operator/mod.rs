@@ -12,11 +12,11 @@
 mod error;
 pub mod geometry;
 pub mod nufft;
-#[cfg(test)]
-pub(crate) mod testing;
+pub mod testing;
 
 pub use error::OperatorError;
 pub use geometry::ImageGeometry;
+pub use nufft::{dirty2ms, ms2dirty, Gridder, Nufft, NufftOptions, NufftPlanInfo, WMode};
 
 /// A linear forward model `A` with its exact adjoint `Aᵀ`.
 pub trait ForwardOperator: Send + Sync {
