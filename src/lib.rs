@@ -7,5 +7,8 @@
 pub mod cli;
 pub mod imaging;
 pub mod io;
+pub mod likelihood;
 pub mod operator;
 pub mod prior;
+pub mod report;
+pub mod sample;

@@ -1,1 +1,46 @@
-//! Command-line interface: one module per subcommand; thin.
+//! Command-line interface: one module per subcommand, each thin (parse, call the library,
+//! report progress). This is the only layer that uses `anyhow`.
+
+mod common;
+pub mod dirty;
+pub mod prior;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "interf-image",
+    version,
+    about = "Bayesian imaging of radio-interferometric data with score-based priors",
+    long_about = "Bayesian imaging of radio-interferometric data with score-based priors.\n\n\
+                  `interf-image VIS.ms` images a Measurement Set with the defaults; the \
+                  subcommands give every option.",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Measurement Set to image with the defaults (a dirty image and PSF for now).
+    pub vis: Option<std::path::PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Dirty image and PSF, as `wsclean -niter 0` makes them.
+    Dirty(dirty::DirtyArgs),
+    /// Score-based priors: train one on galaxy images, or draw samples from one.
+    #[command(subcommand)]
+    Prior(prior::PriorCommand),
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match (cli.command, cli.vis) {
+        (Some(Command::Dirty(args)), _) => dirty::run(args),
+        (Some(Command::Prior(cmd)), _) => prior::run(cmd),
+        (None, Some(vis)) => dirty::run(dirty::DirtyArgs::defaults_for(vis)),
+        (None, None) => {
+            anyhow::bail!("no Measurement Set given: run `interf-image VIS.ms` or see --help")
+        }
+    }
+}

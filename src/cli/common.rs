@@ -1,0 +1,156 @@
+//! Parsing shared by the subcommands: WSClean-style angles, data selection, thread count.
+
+use std::path::Path;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use ms_io::{DataColumn, FieldSelector, Selection};
+
+/// Parses an angle the way WSClean's `-scale` does: a number with a unit `masec`, `asec`,
+/// `amin` or `deg` (a bare number is degrees, as in WSClean). Returns radians.
+pub fn parse_angle(s: &str) -> anyhow::Result<f64> {
+    let t = s.trim();
+    let units = [
+        ("masec", 1e-3 / 3600.0),
+        ("mas", 1e-3 / 3600.0),
+        ("asec", 1.0 / 3600.0),
+        ("arcsec", 1.0 / 3600.0),
+        ("amin", 1.0 / 60.0),
+        ("arcmin", 1.0 / 60.0),
+        ("deg", 1.0),
+    ];
+    let (num, deg_per_unit) = units
+        .iter()
+        .find_map(|(u, f)| t.strip_suffix(u).map(|n| (n, *f)))
+        .unwrap_or((t, 1.0));
+    let v: f64 = num.trim().parse().with_context(|| {
+        format!("cannot read the angle '{s}': expected e.g. 0.5asec, 2masec, 1amin or 0.01deg")
+    })?;
+    if !(v.is_finite() && v > 0.0) {
+        bail!("the angle '{s}' must be positive");
+    }
+    Ok((v * deg_per_unit).to_radians())
+}
+
+#[derive(Debug, Clone, Args, Default)]
+pub struct SelectionArgs {
+    /// Field to image: its id (row of the FIELD table) or its NAME. Default: field 0.
+    #[arg(long)]
+    pub field: Option<String>,
+    /// Spectral windows, comma-separated ids (default: all).
+    #[arg(long, value_delimiter = ',')]
+    pub spw: Option<Vec<usize>>,
+    /// Channel range START END (END exclusive, as WSClean's -channel-range).
+    #[arg(long, num_args = 2, value_names = ["START", "END"])]
+    pub channels: Option<Vec<usize>>,
+    /// Data column: DATA, CORRECTED_DATA or MODEL_DATA.
+    #[arg(long, default_value = "DATA")]
+    pub column: String,
+}
+
+impl SelectionArgs {
+    pub fn to_selection(&self) -> anyhow::Result<Selection> {
+        let column = match self.column.to_ascii_uppercase().as_str() {
+            "DATA" => DataColumn::Data,
+            "CORRECTED_DATA" | "CORRECTED" => DataColumn::CorrectedData,
+            "MODEL_DATA" | "MODEL" => DataColumn::ModelData,
+            other => bail!("unknown data column '{other}': use DATA, CORRECTED_DATA or MODEL_DATA"),
+        };
+        let field = self.field.as_ref().map(|f| match f.parse::<usize>() {
+            Ok(id) => FieldSelector::Id(id),
+            Err(_) => FieldSelector::Name(f.clone()),
+        });
+        let channels = self.channels.as_ref().map(|c| (c[0], c[1]));
+        Ok(Selection {
+            field,
+            spws: self.spw.clone(),
+            channels,
+            column,
+            chunk_rows: 0,
+        })
+    }
+}
+
+/// Sets rayon's global thread count once (0 keeps rayon's default: all cores).
+pub fn set_threads(n: usize) -> anyhow::Result<()> {
+    if n > 0 {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("cannot set the number of threads")?;
+    }
+    Ok(())
+}
+
+/// Output path `NAME-suffix.fits`, refusing to overwrite an input.
+pub fn output_path(
+    name: &str,
+    suffix: &str,
+    inputs: &[&Path],
+) -> anyhow::Result<std::path::PathBuf> {
+    let p = std::path::PathBuf::from(format!("{name}-{suffix}.fits"));
+    for i in inputs {
+        if p.as_path() == *i {
+            bail!("output {} would overwrite an input", p.display());
+        }
+    }
+    Ok(p)
+}
+
+/// MJD seconds (casacore's TIME) to an ISO 8601 date-time, as DATE-OBS wants it.
+pub fn mjd_seconds_to_iso(t: f64) -> String {
+    // Days since 1970-01-01 (MJD 40587), then the civil-from-days algorithm.
+    let secs = t - 40587.0 * 86400.0;
+    let days = (secs / 86400.0).floor();
+    let mut sod = secs - days * 86400.0;
+    if sod >= 86400.0 {
+        sod = 86399.999;
+    }
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    let h = (sod / 3600.0).floor();
+    let mi = ((sod - h * 3600.0) / 60.0).floor();
+    let s = sod - h * 3600.0 - mi * 60.0;
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:06.3}",
+        h as u32, mi as u32, s
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn angles_in_wsclean_units() {
+        let asec = (1.0f64 / 3600.0).to_radians();
+        assert!((parse_angle("0.5asec").unwrap() / asec - 0.5).abs() < 1e-12);
+        assert!((parse_angle("2masec").unwrap() / asec - 0.002).abs() < 1e-12);
+        assert!((parse_angle("1amin").unwrap() / asec - 60.0).abs() < 1e-12);
+        assert!((parse_angle("0.01deg").unwrap() / asec - 36.0).abs() < 1e-9);
+        assert!((parse_angle("0.01").unwrap() / asec - 36.0).abs() < 1e-9);
+        assert!(parse_angle("fast").is_err());
+        assert!(parse_angle("-1asec").is_err());
+        assert!(parse_angle("0asec").is_err());
+    }
+
+    #[test]
+    fn mjd_to_iso() {
+        // MJD 51544.5 = 2000-01-01T12:00:00; MJD 55312 = 2010-04-26.
+        assert_eq!(
+            mjd_seconds_to_iso(51544.5 * 86400.0),
+            "2000-01-01T12:00:00.000"
+        );
+        assert_eq!(
+            mjd_seconds_to_iso(55312.0 * 86400.0 + 3661.5),
+            "2010-04-26T01:01:01.500"
+        );
+    }
+}
