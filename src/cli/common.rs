@@ -4,7 +4,92 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use ms_io::{DataColumn, FieldSelector, Selection};
+use indicatif::{ProgressBar, ProgressStyle};
+use ms_io::{DataColumn, FieldSelector, MeasurementSet, MsInfo, Selection, VisChunk};
+
+use crate::io::SkyHeader;
+
+const SPEED_OF_LIGHT: f64 = 299_792_458.0;
+
+/// Reads the selection chunk by chunk behind a progress bar.
+pub fn read_with_progress(ms: &MeasurementSet, sel: &Selection) -> anyhow::Result<Vec<VisChunk>> {
+    let bar = ProgressBar::new(ms.info().n_rows as u64).with_style(
+        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} rows ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message("reading");
+    let mut chunks = Vec::new();
+    for chunk in ms.chunks(sel)? {
+        let chunk = chunk?;
+        bar.inc(chunk.n_rows() as u64);
+        chunks.push(chunk);
+    }
+    bar.finish_and_clear();
+    Ok(chunks)
+}
+
+/// Lowest and highest selected frequency.
+pub fn freq_range(chunks: &[VisChunk]) -> (f64, f64) {
+    chunks
+        .iter()
+        .flat_map(|c| c.freq.iter())
+        .fold((f64::INFINITY, 0.0f64), |(a, b), &f| (a.min(f), b.max(f)))
+}
+
+/// Longest projected baseline with a usable sample, in wavelengths.
+pub fn longest_baseline(chunks: &[VisChunk]) -> f64 {
+    let mut max = 0.0f64;
+    for c in chunks {
+        let fmax = c.freq.iter().cloned().fold(0.0, f64::max);
+        for (r, uvw) in c.uvw.iter().enumerate() {
+            let used = c.weight[r * c.n_chan()..(r + 1) * c.n_chan()]
+                .iter()
+                .any(|&w| w > 0.0);
+            if used {
+                max = max.max((uvw[0] * uvw[0] + uvw[1] * uvw[1]).sqrt() * fmax / SPEED_OF_LIGHT);
+            }
+        }
+    }
+    max
+}
+
+/// `NAME` for outputs when the user gave none: the MS name without `.ms`.
+pub fn default_name(vis: &Path) -> String {
+    let stem = vis
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "image".into());
+    stem.strip_suffix(".ms").unwrap_or(&stem).to_string()
+}
+
+/// The FITS header of an image of `field_id` made from `chunks` with square pixels `scale` (rad).
+pub fn sky_header(
+    info: &MsInfo,
+    field_id: usize,
+    chunks: &[VisChunk],
+    scale: f64,
+    bunit: &str,
+) -> SkyHeader {
+    let field = &info.fields[field_id];
+    let (fmin, fmax) = freq_range(chunks);
+    let j2000 = field.phase_dir.to_j2000();
+    SkyHeader {
+        ra_deg: j2000.ra.to_degrees().rem_euclid(360.0),
+        dec_deg: j2000.dec.to_degrees(),
+        cell_x_deg: scale.to_degrees(),
+        cell_y_deg: scale.to_degrees(),
+        freq_hz: 0.5 * (fmin + fmax),
+        bandwidth_hz: (fmax - fmin).max(1.0),
+        bunit: bunit.into(),
+        beam: None,
+        date_obs: Some(mjd_seconds_to_iso(info.time_range.0)),
+        telescope: Some(info.telescope.clone()),
+        object: Some(field.name.clone()),
+        observer: Some(info.observer.clone()),
+        extra: Vec::new(),
+    }
+}
 
 /// Parses an angle the way WSClean's `-scale` does: a number with a unit `masec`, `asec`,
 /// `amin` or `deg` (a bare number is degrees, as in WSClean). Returns radians.

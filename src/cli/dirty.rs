@@ -1,21 +1,22 @@
 //! `interf-image dirty`: dirty image and PSF, as `wsclean -niter 0` makes them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 
-use super::common::{mjd_seconds_to_iso, output_path, parse_angle, set_threads, SelectionArgs};
+use super::common::{
+    default_name, freq_range, longest_baseline, output_path, parse_angle, read_with_progress,
+    set_threads, sky_header, SelectionArgs,
+};
 use crate::imaging::weighting::RankFilter;
 use crate::imaging::{make_dirty_and_psf, ImagingOptions, Weighting};
-use crate::io::{write_image, HeaderValue, SkyHeader};
+use crate::io::{write_image, HeaderValue};
 use crate::operator::nufft::{NufftOptions, WMode};
 use crate::operator::ImageGeometry;
-use ms_io::{MeasurementSet, VisChunk};
-
-const SPEED_OF_LIGHT: f64 = 299_792_458.0;
+use ms_io::MeasurementSet;
 
 #[derive(Debug, Clone, Args)]
 pub struct DirtyArgs {
@@ -80,30 +81,6 @@ impl DirtyArgs {
     }
 }
 
-fn default_name(vis: &Path) -> String {
-    let stem = vis
-        .file_name()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "image".into());
-    stem.strip_suffix(".ms").unwrap_or(&stem).to_string()
-}
-
-fn longest_baseline(chunks: &[VisChunk]) -> f64 {
-    let mut max = 0.0f64;
-    for c in chunks {
-        let fmax = c.freq.iter().cloned().fold(0.0, f64::max);
-        for (r, uvw) in c.uvw.iter().enumerate() {
-            let used = c.weight[r * c.n_chan()..(r + 1) * c.n_chan()]
-                .iter()
-                .any(|&w| w > 0.0);
-            if used {
-                max = max.max((uvw[0] * uvw[0] + uvw[1] * uvw[1]).sqrt() * fmax / SPEED_OF_LIGHT);
-            }
-        }
-    }
-    max
-}
-
 pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     set_threads(args.threads)?;
@@ -129,19 +106,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     let field_id = ms.resolve_field(&selection)?;
     let field = &info.fields[field_id];
 
-    let bar = ProgressBar::new(info.n_rows as u64).with_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} rows ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_message("reading");
-    let mut chunks = Vec::new();
-    for chunk in ms.chunks(&selection)? {
-        let chunk = chunk?;
-        bar.inc(chunk.n_rows() as u64);
-        chunks.push(chunk);
-    }
-    bar.finish_and_clear();
+    let chunks = read_with_progress(&ms, &selection)?;
     let t_read = start.elapsed();
 
     let n_samples: usize = chunks.iter().map(|c| c.weight.len()).sum();
@@ -181,34 +146,17 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     spinner.finish_and_clear();
     let t_grid = start.elapsed() - t_read;
 
-    let (fmin, fmax) = chunks
-        .iter()
-        .flat_map(|c| c.freq.iter())
-        .fold((f64::INFINITY, 0.0f64), |(a, b), &f| (a.min(f), b.max(f)));
-    let j2000 = field.phase_dir.to_j2000();
+    let (fmin, fmax) = freq_range(&chunks);
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
-    let mut header = SkyHeader {
-        ra_deg: j2000.ra.to_degrees().rem_euclid(360.0),
-        dec_deg: j2000.dec.to_degrees(),
-        cell_x_deg: scale.to_degrees(),
-        cell_y_deg: scale.to_degrees(),
-        freq_hz: 0.5 * (fmin + fmax),
-        bandwidth_hz: (fmax - fmin).max(1.0),
-        bunit: "JY/BEAM".into(),
-        beam: None,
-        date_obs: Some(mjd_seconds_to_iso(info.time_range.0)),
-        telescope: Some(info.telescope.clone()),
-        object: Some(field.name.clone()),
-        observer: Some(info.observer.clone()),
-        extra: vec![
-            ("WEIGHTNG".into(), HeaderValue::Str(weighting.describe())),
-            ("EPSILON".into(), HeaderValue::F64(args.epsilon)),
-            (
-                "NVIS".into(),
-                HeaderValue::I64(products.stats.gridded as i64),
-            ),
-        ],
-    };
+    let mut header = sky_header(&info, field_id, &chunks, scale, "JY/BEAM");
+    header.extra = vec![
+        ("WEIGHTNG".into(), HeaderValue::Str(weighting.describe())),
+        ("EPSILON".into(), HeaderValue::F64(args.epsilon)),
+        (
+            "NVIS".into(),
+            HeaderValue::I64(products.stats.gridded as i64),
+        ),
+    ];
     let dirty_path = output_path(&name, "dirty", &[&args.vis])?;
     let psf_path = output_path(&name, "psf", &[&args.vis])?;
     write_image(&dirty_path, &products.dirty, ny, nx, &header)

@@ -3,6 +3,7 @@
 
 mod common;
 pub mod dirty;
+pub mod image;
 pub mod prior;
 
 use clap::{Parser, Subcommand};
@@ -21,7 +22,7 @@ pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
-    /// Measurement Set to image with the defaults (a dirty image and PSF for now).
+    /// Measurement Set to image with the defaults (the posterior job, `image`).
     pub vis: Option<std::path::PathBuf>,
 }
 
@@ -29,6 +30,8 @@ pub struct Cli {
 pub enum Command {
     /// Dirty image and PSF, as `wsclean -niter 0` makes them.
     Dirty(dirty::DirtyArgs),
+    /// Posterior imaging: samples, mean and std of the sky with a score-based prior.
+    Image(image::ImageArgs),
     /// Score-based priors: train one on galaxy images, or draw samples from one.
     #[command(subcommand)]
     Prior(prior::PriorCommand),
@@ -37,8 +40,9 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.vis) {
         (Some(Command::Dirty(args)), _) => dirty::run(args),
+        (Some(Command::Image(args)), _) => image::run(args),
         (Some(Command::Prior(cmd)), _) => prior::run(cmd),
-        (None, Some(vis)) => dirty::run(dirty::DirtyArgs::defaults_for(vis)),
+        (None, Some(vis)) => image::run(image::ImageArgs::defaults_for(vis)),
         (None, None) => {
             anyhow::bail!("no Measurement Set given: run `interf-image VIS.ms` or see --help")
         }

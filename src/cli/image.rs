@@ -1,0 +1,353 @@
+//! `interf-image image` (and plain `interf-image VIS.ms`): posterior samples of the sky with a
+//! score-based prior, their mean and standard deviation as FITS, and the dirty image and PSF
+//! at the same geometry.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::common::{
+    default_name, longest_baseline, output_path, parse_angle, read_with_progress, set_threads,
+    sky_header, SelectionArgs,
+};
+use super::prior::{device, DeviceArg};
+use crate::imaging::{estimate_noise, make_dirty_and_psf, ImagingOptions, Weighting};
+use crate::io::{write_cube, write_image, CubeAxis, HeaderValue};
+use crate::likelihood::GaussianLikelihood;
+use crate::operator::{ImageGeometry, Nufft, NufftOptions, Scaled};
+use crate::prior::{default_prior, ScoreModel};
+use crate::sample::posterior::{sample_posterior, Method, PosteriorOptions};
+use ms_io::{MeasurementSet, VisChunk};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MethodArg {
+    /// Convolved likelihood approximation (fast, no network gradient).
+    Cla,
+    /// Diffusion posterior sampling (a network gradient per step).
+    Dps,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum NoiseArg {
+    /// σ from the scatter of successive integrations, shaped by the MS weights.
+    Auto,
+    /// σ² = 1/WEIGHT as written in the Measurement Set.
+    Weights,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImageArgs {
+    /// The Measurement Set (opened read-only).
+    pub vis: PathBuf,
+    /// Prior checkpoint folder (config.json + weights.safetensors). Default: the prior built
+    /// into the binary (MiraBest radio galaxies, 64²).
+    #[arg(long)]
+    pub prior: Option<PathBuf>,
+    /// Posterior samples to draw.
+    #[arg(long, default_value_t = 64)]
+    pub samples: usize,
+    /// Reverse-diffusion steps.
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Chains per network batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
+    pub method: MethodArg,
+    /// Pixel size (0.5asec, 20masec, …). Default: a quarter of the theoretical beam.
+    #[arg(long)]
+    pub scale: Option<String>,
+    /// Flux of a prior image's brightest pixel, Jy/pixel. Default: the dirty image's peak.
+    #[arg(long)]
+    pub flux_scale: Option<f64>,
+    /// How the visibility noise is set.
+    #[arg(long, value_enum, default_value_t = NoiseArg::Auto)]
+    pub noise: NoiseArg,
+    /// Weight of the likelihood score (1 = the Bayesian posterior).
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f32,
+    /// Langevin corrector signal-to-noise ratio (0 = no corrector).
+    #[arg(long, default_value_t = 0.0)]
+    pub corrector_snr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Output prefix. Default: the MS name.
+    #[arg(long)]
+    pub name: Option<String>,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// NUFFT accuracy.
+    #[arg(long, default_value_t = 1e-5)]
+    pub epsilon: f64,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl ImageArgs {
+    pub fn defaults_for(vis: PathBuf) -> Self {
+        Self {
+            vis,
+            prior: None,
+            samples: 64,
+            steps: 300,
+            batch: 64,
+            method: MethodArg::Cla,
+            scale: None,
+            flux_scale: None,
+            noise: NoiseArg::Auto,
+            alpha: 1.0,
+            corrector_snr: 0.0,
+            seed: 0,
+            name: None,
+            selection: SelectionArgs {
+                column: "DATA".into(),
+                ..Default::default()
+            },
+            epsilon: 1e-5,
+            device: DeviceArg::Cpu,
+            threads: 0,
+        }
+    }
+}
+
+/// Chunks that share a frequency list become one, so that one NUFFT plan covers them.
+fn merge_by_frequency(chunks: Vec<VisChunk>) -> Vec<VisChunk> {
+    let mut out: Vec<VisChunk> = Vec::new();
+    for c in chunks {
+        match out.iter_mut().find(|o| o.freq == c.freq) {
+            Some(o) => {
+                o.uvw.extend(c.uvw);
+                o.antenna1.extend(c.antenna1);
+                o.antenna2.extend(c.antenna2);
+                o.time.extend(c.time);
+                o.vis.extend(c.vis);
+                o.weight.extend(c.weight);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+pub fn run(args: ImageArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    set_threads(args.threads)?;
+    if args.samples == 0 || args.steps == 0 {
+        bail!("--samples and --steps must be at least 1");
+    }
+    let dev = device(args.device)?;
+    let model = match &args.prior {
+        Some(dir) => ScoreModel::load(dir, &dev)?,
+        None => default_prior(&dev).context("loading the built-in prior")?,
+    };
+    let side = model.image_size();
+    let selection = args.selection.to_selection()?;
+    let ms = MeasurementSet::open(&args.vis)?;
+    let info = ms.info().clone();
+    let field_id = ms.resolve_field(&selection)?;
+    let chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);
+    let n_usable: usize = chunks
+        .iter()
+        .map(|c| c.weight.iter().filter(|&&w| w > 0.0).count())
+        .sum();
+    if n_usable == 0 {
+        bail!(
+            "{}: every selected visibility is flagged or has zero weight",
+            args.vis.display()
+        );
+    }
+    let scale = match &args.scale {
+        Some(s) => parse_angle(s)?,
+        None => 0.25 / longest_baseline(&chunks),
+    };
+    let geometry = ImageGeometry::new(side, side, scale, scale)?;
+    let nufft_opts = NufftOptions {
+        epsilon: args.epsilon,
+        ..Default::default()
+    };
+
+    // Classic products at the posterior's geometry, natural weighting (what the likelihood sees).
+    let mut img_opts = ImagingOptions::new(geometry, Weighting::Natural);
+    img_opts.nufft = nufft_opts.clone();
+    let dirty = make_dirty_and_psf(&chunks, &img_opts)?;
+    let dirty_peak = dirty.dirty.iter().cloned().fold(f32::MIN, f32::max);
+    let flux_scale = match args.flux_scale {
+        Some(f) if f > 0.0 && f.is_finite() => f,
+        Some(f) => bail!("--flux-scale must be positive, got {f}"),
+        None if dirty_peak > 0.0 => dirty_peak as f64,
+        None => {
+            bail!("the dirty image has no positive peak ({dirty_peak} Jy/beam): give --flux-scale")
+        }
+    };
+
+    // Noise per real component of each usable visibility.
+    let noise = match args.noise {
+        NoiseArg::Auto => estimate_noise(&chunks),
+        NoiseArg::Weights => None,
+    };
+    let factor = noise.map_or(1.0, |n| n.weight_factor);
+
+    // The likelihood: every usable visibility, through the NUFFT at the prior's geometry.
+    let c = match chunks.as_slice() {
+        [c] => c,
+        _ => bail!(
+            "{} has spectral windows with different channel frequencies; select one with --spw",
+            args.vis.display()
+        ),
+    };
+    let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
+    let nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?;
+    let mut y = Vec::with_capacity(2 * n_usable);
+    let mut sigma = Vec::with_capacity(2 * n_usable);
+    for (v, &w) in c.vis.iter().zip(&c.weight).filter(|(_, &w)| w > 0.0) {
+        let s = (factor / w as f64).sqrt() as f32;
+        y.extend([v.re, v.im]);
+        sigma.extend([s, s]);
+    }
+    let op = Scaled {
+        inner: nufft,
+        scale: flux_scale as f32,
+    };
+    let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
+    lik.alpha = args.alpha;
+
+    let opts = PosteriorOptions {
+        method: match args.method {
+            MethodArg::Cla => Method::Cla,
+            MethodArg::Dps => Method::Dps,
+        },
+        n_samples: args.samples,
+        steps: args.steps,
+        batch: args.batch,
+        seed: args.seed,
+        alpha: args.alpha,
+        corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
+    };
+    let batches = args.samples.div_ceil(args.batch.max(1));
+    let bar = ProgressBar::new((batches * args.steps) as u64).with_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} steps ({per_sec}, eta {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    bar.set_message("sampling");
+    let t_sample = Instant::now();
+    let samples = sample_posterior(&model, &lik, &opts, Some(&bar))?;
+    bar.finish_and_clear();
+    let t_sample = t_sample.elapsed();
+
+    let chi2: Vec<f64> = samples.iter().map(|s| lik.reduced_chi2(s)).collect();
+    let npix = side * side;
+    let phys: Vec<f32> = samples
+        .iter()
+        .flat_map(|s| s.iter().map(|v| v * flux_scale as f32))
+        .collect();
+    let n = samples.len() as f64;
+    let mut mean = vec![0.0f64; npix];
+    let mut sq = vec![0.0f64; npix];
+    for s in phys.chunks(npix) {
+        for (k, &v) in s.iter().enumerate() {
+            mean[k] += v as f64 / n;
+            sq[k] += (v as f64).powi(2) / n;
+        }
+    }
+    let std: Vec<f32> = mean
+        .iter()
+        .zip(&sq)
+        .map(|(m, s)| (s - m * m).max(0.0).sqrt() as f32)
+        .collect();
+    let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
+    let mean_norm: Vec<f32> = mean.iter().map(|m| m / flux_scale as f32).collect();
+    let chi2_mean = lik.reduced_chi2(&mean_norm);
+
+    let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
+    let mut header = sky_header(&info, field_id, &chunks, scale, "JY/PIXEL");
+    header.extra = vec![
+        ("PRIOR".into(), HeaderValue::Str(prior_name(&args))),
+        (
+            "METHOD".into(),
+            HeaderValue::Str(format!("{:?}", opts.method).to_uppercase()),
+        ),
+        ("NSAMPLES".into(), HeaderValue::I64(samples.len() as i64)),
+        ("NSTEPS".into(), HeaderValue::I64(args.steps as i64)),
+        ("SEED".into(), HeaderValue::I64(args.seed as i64)),
+        ("ALPHA".into(), HeaderValue::F64(args.alpha as f64)),
+        ("FLUXSCL".into(), HeaderValue::F64(flux_scale)),
+        ("NOISEFAC".into(), HeaderValue::F64(factor)),
+    ];
+    let inputs = [args.vis.as_path()];
+    let p = |s: &str| output_path(&name, s, &inputs);
+    write_cube(
+        &p("samples")?,
+        &phys,
+        samples.len(),
+        side,
+        side,
+        &header,
+        CubeAxis::Sample,
+    )?;
+    write_image(&p("mean")?, &mean, side, side, &header)?;
+    write_image(&p("std")?, &std, side, side, &header)?;
+    let mut beam_header = sky_header(&info, field_id, &chunks, scale, "JY/BEAM");
+    beam_header.extra = vec![("WEIGHTNG".into(), HeaderValue::Str("natural".into()))];
+    write_image(&p("dirty")?, &dirty.dirty, side, side, &beam_header)?;
+    write_image(&p("psf")?, &dirty.psf, side, side, &beam_header)?;
+
+    let asec = |r: f64| r.to_degrees() * 3600.0;
+    let mut sorted = chi2.clone();
+    sorted.sort_by(f64::total_cmp);
+    let total_flux: Vec<f64> = phys
+        .chunks(npix)
+        .map(|s| s.iter().map(|&v| v as f64).sum())
+        .collect();
+    let fmean = total_flux.iter().sum::<f64>() / n;
+    let fstd = (total_flux.iter().map(|f| (f - fmean).powi(2)).sum::<f64>() / n).sqrt();
+    println!("{}", args.vis.display());
+    println!(
+        "  {} samples of {side}×{side} pixels of {:.3}″ ({} steps, {:?}), {:.1} s sampling",
+        samples.len(),
+        asec(scale),
+        args.steps,
+        opts.method,
+        t_sample.as_secs_f64()
+    );
+    println!(
+        "  {} visibilities, noise {}, flux scale {:.4} Jy/pixel",
+        n_usable,
+        match noise {
+            Some(e) => format!(
+                "from {} successive differences (σ² = {:.3e}/w)",
+                e.n_pairs, e.weight_factor
+            ),
+            None => "σ² = 1/WEIGHT".into(),
+        },
+        flux_scale
+    );
+    println!(
+        "  reduced χ²: mean image {:.3}; samples median {:.3} (range {:.3}–{:.3})",
+        chi2_mean,
+        sorted[sorted.len() / 2],
+        sorted[0],
+        sorted[sorted.len() - 1]
+    );
+    println!("  total flux {fmean:.4} ± {fstd:.4} Jy");
+    println!(
+        "  wrote {name}-samples.fits, -mean, -std, -dirty, -psf in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+fn prior_name(args: &ImageArgs) -> String {
+    args.prior.as_ref().map_or_else(
+        || "built-in (MiraBest 64)".into(),
+        |p| p.display().to_string(),
+    )
+}
