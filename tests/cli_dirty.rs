@@ -96,7 +96,7 @@ fn dirty_writes_fits_with_wcs_and_leaves_input_alone() {
     assert!((dirty.get_f64("CRVAL2").unwrap() - 2.0524).abs() < 1e-3);
     assert!((dirty.get_f64("CDELT1").unwrap() + 1.0 / 3600.0).abs() < 1e-12);
     assert_eq!(dirty.get_f64("CRPIX1").unwrap(), 65.0);
-    assert_eq!(dirty.get_str("BUNIT").as_deref(), Some("JY/BEAM"));
+    assert_eq!(dirty.get_str("BUNIT"), Some("JY/BEAM"));
 }
 
 /// Runs a command that must fail: non-zero exit, one clear message naming `expect`, nothing

@@ -164,7 +164,9 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     }
     let scale = match &args.scale {
         Some(s) => parse_angle(s)?,
-        None => 0.25 / longest_baseline(&chunks),
+        // A third of the theoretical beam: fine enough to resolve the beam, wide enough at the
+        // prior's 64 pixels to hold a source of a few beams (3C 273's core and jet).
+        None => (1.0 / 3.0) / longest_baseline(&chunks),
     };
     let geometry = ImageGeometry::new(side, side, scale, scale)?;
     let nufft_opts = NufftOptions {

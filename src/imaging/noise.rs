@@ -35,10 +35,15 @@ fn mad_sigma(values: &mut [f64]) -> f64 {
     1.4826 * dev[mid]
 }
 
+/// (spectral window, antenna 1, antenna 2).
+type Baseline = (usize, i32, i32);
+/// (time, chunk index, row in chunk).
+type RowRef = (f64, usize, usize);
+
 /// Returns `None` when fewer than 10 usable pairs exist (e.g. a single integration).
 pub fn estimate_noise(chunks: &[VisChunk]) -> Option<NoiseEstimate> {
     // (chunk, row) per (spw, baseline), in time order within each chunk.
-    let mut series: HashMap<(usize, i32, i32), Vec<(f64, usize, usize)>> = HashMap::new();
+    let mut series: HashMap<Baseline, Vec<RowRef>> = HashMap::new();
     for (ci, c) in chunks.iter().enumerate() {
         for r in 0..c.n_rows() {
             let (a1, a2) = (c.antenna1[r], c.antenna2[r]);

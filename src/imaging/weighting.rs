@@ -7,6 +7,7 @@
 //! - natural: imaging weight 1;
 //! - uniform: `1/W_k`, with `W_k` the summed data weight of the sample's cell;
 //! - Briggs: `1/(1 + W_k f²)`, `f² = (5·10^−R)² / (Σ_k W_k² / Σ_i w_i)`.
+//!
 //! After that, WSClean's default rank filter (`-weighting-rank-filter 3`, size 16) caps every
 //! cell's imaging weight at 3× the mean of the non-zero cells in a 16-cell window around it,
 //! which tames isolated cells under uniform weighting.
@@ -287,7 +288,13 @@ mod tests {
             ],
             &[1.0, 3.0, 2.0, 5.0],
         );
-        let w = gridding_weights(Weighting::Uniform, &geom, 1.2, None, &[c.clone()]);
+        let w = gridding_weights(
+            Weighting::Uniform,
+            &geom,
+            1.2,
+            None,
+            std::slice::from_ref(&c),
+        );
         assert_eq!(w[0], vec![0.25, 0.75, 1.0, 0.0]);
         let n = gridding_weights(Weighting::Natural, &geom, 1.2, None, &[c]);
         assert_eq!(n[0], vec![1.0, 3.0, 2.0, 0.0]);
@@ -300,7 +307,13 @@ mod tests {
             &[(300.0, 130.0), (-310.0, -140.0), (1000.0, 700.0)],
             &[1.0, 3.0, 2.0],
         );
-        let nat = gridding_weights(Weighting::Briggs(2.0), &geom, 1.2, None, &[c.clone()]);
+        let nat = gridding_weights(
+            Weighting::Briggs(2.0),
+            &geom,
+            1.2,
+            None,
+            std::slice::from_ref(&c),
+        );
         // Robust +2: f² tiny, weights ≈ data weights (within 1 %).
         for (a, b) in nat[0].iter().zip([1.0, 3.0, 2.0]) {
             assert!((a / b - 1.0).abs() < 0.01, "{a} vs {b}");
