@@ -173,7 +173,6 @@ impl MeasurementSet {
                 sel.chunk_rows
             },
             has_flag_row: self.main.has_column("FLAG_ROW"),
-            spws,
         })
     }
 
@@ -268,8 +267,6 @@ struct Plan {
     channels: Option<(usize, usize)>,
     chunk_rows: usize,
     has_flag_row: bool,
-    #[allow(dead_code)]
-    spws: Vec<usize>,
 }
 
 struct ChunkIter<'a> {
@@ -379,7 +376,16 @@ impl ChunkIter<'_> {
                 ),
             });
         }
-        let sel_rows = Rows::List(rows);
+        // A contiguous run (the common case: one field, one spw) goes to casacore as a range.
+        let contiguous = rows[rows.len() - 1] - rows[0] + 1 == rows.len() as u64;
+        let sel_rows = if contiguous {
+            Rows::Range {
+                start: rows[0],
+                len: rows.len() as u64,
+            }
+        } else {
+            Rows::List(rows)
+        };
         let cell = [n_corr, n_chan_all];
         let box_ = ([0, c0], [n_corr, n_chan]);
         let slice = Some((&box_.0[..], &box_.1[..]));
