@@ -150,8 +150,9 @@ try:
 except (OSError, KeyError, ValueError) as e:
     sys.exit(f"cannot compare: {e}")
 rel = np.linalg.norm(ours - wsc) / np.linalg.norm(wsc)
-print(f"peak: ours {ours.max():.5f} at {np.unravel_index(ours.argmax(), ours.shape)}, "
-      f"WSClean {wsc.max():.5f} at {np.unravel_index(wsc.argmax(), wsc.shape)}; relative L2 difference {rel:.2e}")
+at = lambda a: tuple(int(i) for i in np.unravel_index(a.argmax(), a.shape))
+print(f"peak [iy, ix]: ours {ours.max():.5f} at {at(ours)}, WSClean {wsc.max():.5f} at {at(wsc)}; "
+      f"relative L2 difference {rel:.2e}")
 PY
 
 # --- table -----------------------------------------------------------------------------------
