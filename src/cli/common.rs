@@ -73,7 +73,8 @@ pub fn sky_header(
 ) -> SkyHeader {
     let field = &info.fields[field_id];
     let (fmin, fmax) = freq_range(chunks);
-    let j2000 = field.phase_dir.to_j2000();
+    // Precessed at the observation's epoch, as casacore (and so WSClean) does.
+    let j2000 = field.phase_dir.to_j2000_at(info.time_range.0 / 86400.0);
     SkyHeader {
         ra_deg: j2000.ra.to_degrees().rem_euclid(360.0),
         dec_deg: j2000.dec.to_degrees(),
