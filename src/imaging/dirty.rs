@@ -1,11 +1,10 @@
 //! Dirty image and PSF, normalised as WSClean does (Jy/beam: the PSF peaks at exactly 1).
 
 use num_complex::Complex;
-use rayon::prelude::*;
 
 use super::weighting::{gridding_weights, RankFilter, Weighting, DEFAULT_PADDING};
 use super::ImagingError;
-use crate::operator::nufft::{ms2dirty, NufftOptions};
+use crate::operator::nufft::{Gridder, NufftOptions};
 use crate::operator::ImageGeometry;
 use ms_io::VisChunk;
 
@@ -125,15 +124,30 @@ pub fn make_dirty_and_psf(
         });
     }
 
-    let mut dirty = vec![0.0f64; geom.len()];
-    let mut psf = vec![0.0f64; geom.len()];
+    // One gridder per product over all chunks: one FFT per w-plane at the end, however many
+    // chunks the Measurement Set came in.
+    let max_w = chunks
+        .iter()
+        .zip(&weights)
+        .flat_map(|(c, w)| {
+            let nchan = c.n_chan();
+            c.uvw.iter().enumerate().flat_map(move |(r, uvw)| {
+                c.freq.iter().enumerate().filter_map(move |(ch, f)| {
+                    (w[r * nchan + ch] > 0.0).then(|| (uvw[2] * f / SPEED_OF_LIGHT).abs())
+                })
+            })
+        })
+        .fold(0.0f64, f64::max);
+    let mut dirty_g = Gridder::new(*geom, &opts.nufft, max_w)?;
+    let mut psf_g = Gridder::new(*geom, &opts.nufft, max_w)?;
+    let longest = chunks.iter().map(|c| c.vis.len()).max().unwrap_or(0);
+    let ones = vec![Complex::new(1.0f32, 0.0); longest];
     for (c, w) in chunks.iter().zip(&weights) {
-        let d = ms2dirty(geom, &c.uvw, &c.freq, &c.vis, w, &opts.nufft)?;
-        let ones = vec![Complex::new(1.0f32, 0.0); c.vis.len()];
-        let p = ms2dirty(geom, &c.uvw, &c.freq, &ones, w, &opts.nufft)?;
-        dirty.par_iter_mut().zip(&d).for_each(|(a, b)| *a += b);
-        psf.par_iter_mut().zip(&p).for_each(|(a, b)| *a += b);
+        dirty_g.add(&c.uvw, &c.freq, &c.vis, w)?;
+        psf_g.add(&c.uvw, &c.freq, &ones[..c.vis.len()], w)?;
     }
+    let dirty = dirty_g.finish();
+    let psf = psf_g.finish();
     // In exact arithmetic the PSF's central value is the weight sum; dividing by the computed
     // value instead makes the PSF peak exactly 1 whatever the gridding accuracy, and scales the
     // dirty image consistently (Jy/beam).
