@@ -1,4 +1,4 @@
-//! Errors of the reader. Every message names the Measurement Set (or table) and what is wrong
+//! Errors of the reader and the writer. Every message names the Measurement Set (or table) and what is wrong
 //! with it, so that a user reading only the message knows which input to fix.
 
 use std::path::PathBuf;
@@ -94,4 +94,21 @@ pub enum MsError {
         context: String,
         message: String,
     },
+
+    #[error("{path}: already exists; choose a new output path (an existing output is never overwritten)")]
+    OutputExists { path: PathBuf },
+
+    #[error("{dst}: the output lies inside the input Measurement Set {src}")]
+    OutputInsideInput { src: PathBuf, dst: PathBuf },
+
+    #[error("{path}: {context}: {source}")]
+    Io {
+        path: PathBuf,
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{path}: bad model visibilities: {what}")]
+    BadModel { path: PathBuf, what: String },
 }

@@ -1,4 +1,4 @@
-//! Read CASA Measurement Sets through casacore, read-only.
+//! Read CASA Measurement Sets through casacore, read-only; write simulated copies of them.
 //!
 //! Returns plain Rust data: [`MsInfo`] for the metadata and [`VisChunk`]s of Stokes I
 //! visibilities, row-major `(row, channel)`, ready for gridding. Knows nothing of operators,
@@ -11,6 +11,9 @@
 //! Conventions (WSClean's): UVW is antenna 1 minus antenna 2, in metres, in the frame of the
 //! field's `PHASE_DIR`; `V = Σ I exp(+2πi (u l + v m + w (n − 1)))` with `(u, v, w)` = UVW / λ.
 //! Stokes I and its weights follow WSClean too: see [`stokes`](crate::stokes) for the rules.
+//!
+//! The writer ([`simulate_like`], [`create_like`], [`MsWriter`]) copies an MS and replaces the
+//! copy's data by model visibilities plus noise; it never opens its input for writing.
 
 mod direction;
 mod error;
@@ -19,7 +22,9 @@ mod reader;
 pub mod stokes;
 mod table;
 mod types;
+mod writer;
 
 pub use error::MsError;
 pub use reader::{MeasurementSet, DEFAULT_CHUNK_ROWS};
 pub use types::*;
+pub use writer::{create_like, simulate_like, MsWriter, StokesModel, VisChunkMeta, WriteStats};

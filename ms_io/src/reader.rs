@@ -67,113 +67,11 @@ impl MeasurementSet {
 
     /// The FIELD row a selection means: its id, its name (exact, then ignoring case), or 0.
     pub fn resolve_field(&self, sel: &Selection) -> Result<usize, MsError> {
-        let fields = &self.info.fields;
-        let unknown = |f: String| MsError::UnknownField {
-            path: self.info.path.clone(),
-            field: f,
-            available: fields
-                .iter()
-                .enumerate()
-                .map(|(i, f)| format!("{i}: {}", f.name))
-                .collect(),
-        };
-        match &sel.field {
-            None => (!fields.is_empty())
-                .then_some(0)
-                .ok_or_else(|| unknown("0 (the default)".into())),
-            Some(FieldSelector::Id(i)) => (*i < fields.len())
-                .then_some(*i)
-                .ok_or_else(|| unknown(format!("id {i}"))),
-            Some(FieldSelector::Name(n)) => fields
-                .iter()
-                .position(|f| f.name == *n)
-                .or_else(|| fields.iter().position(|f| f.name.eq_ignore_ascii_case(n)))
-                .ok_or_else(|| unknown(format!("{n:?}"))),
-        }
+        resolve_field(&self.info, sel)
     }
 
-    /// Checks a selection against the metadata and builds the reading plan.
     fn plan(&self, sel: &Selection) -> Result<Plan, MsError> {
-        let path = &self.info.path;
-        let field = self.resolve_field(sel)?;
-        let col = sel.column.column_name();
-        if !self.main.has_column(col) {
-            let present: Vec<&str> = [
-                DataColumn::Data,
-                DataColumn::CorrectedData,
-                DataColumn::ModelData,
-            ]
-            .iter()
-            .map(|c| c.column_name())
-            .filter(|c| self.main.has_column(c))
-            .collect();
-            return Err(MsError::MissingColumn {
-                path: path.clone(),
-                table: "MAIN".into(),
-                column: col.into(),
-                hint: format!(" (data columns present: {present:?})"),
-            });
-        }
-        let n_spw = self.info.spws.len();
-        let spws: Vec<usize> = match &sel.spws {
-            None => (0..n_spw).collect(),
-            Some(v) => {
-                if let Some(&bad) = v.iter().find(|&&s| s >= n_spw) {
-                    return Err(MsError::SpwOutOfRange {
-                        path: path.clone(),
-                        spw: bad,
-                        n_spw,
-                    });
-                }
-                if v.is_empty() {
-                    return Err(MsError::NoRows {
-                        path: path.clone(),
-                        what: "the selection lists no spectral window".into(),
-                    });
-                }
-                v.clone()
-            }
-        };
-        if let Some((start, end)) = sel.channels {
-            for &s in &spws {
-                let n_chan = self.info.spws[s].chan_freq.len();
-                let why = if end <= start {
-                    Some("empty")
-                } else if end > n_chan {
-                    Some("out of bounds")
-                } else {
-                    None
-                };
-                if let Some(why) = why {
-                    return Err(MsError::BadChannelRange {
-                        path: path.clone(),
-                        start,
-                        end,
-                        spw: s,
-                        n_chan,
-                        why,
-                    });
-                }
-            }
-        }
-        let dd_selected = self
-            .info
-            .data_descs
-            .iter()
-            .map(|(spw, _)| spws.contains(spw))
-            .collect();
-        Ok(Plan {
-            field,
-            column: col,
-            dd_selected,
-            channels: sel.channels,
-            chunk_rows: if sel.chunk_rows == 0 {
-                DEFAULT_CHUNK_ROWS
-            } else {
-                sel.chunk_rows
-            },
-            has_flag_row: self.main.has_column("FLAG_ROW"),
-        })
+        make_plan(&self.info, &self.main, sel)
     }
 
     /// Streams the selection as Stokes I chunks: the main table is read `chunk_rows` rows at a
@@ -259,14 +157,124 @@ impl MeasurementSet {
     }
 }
 
-struct Plan {
-    field: usize,
-    column: &'static str,
+/// The FIELD row a selection means: its id, its name (exact, then ignoring case), or 0.
+pub(crate) fn resolve_field(info: &MsInfo, sel: &Selection) -> Result<usize, MsError> {
+    let fields = &info.fields;
+    let unknown = |f: String| MsError::UnknownField {
+        path: info.path.clone(),
+        field: f,
+        available: fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| format!("{i}: {}", f.name))
+            .collect(),
+    };
+    match &sel.field {
+        None => (!fields.is_empty())
+            .then_some(0)
+            .ok_or_else(|| unknown("0 (the default)".into())),
+        Some(FieldSelector::Id(i)) => (*i < fields.len())
+            .then_some(*i)
+            .ok_or_else(|| unknown(format!("id {i}"))),
+        Some(FieldSelector::Name(n)) => fields
+            .iter()
+            .position(|f| f.name == *n)
+            .or_else(|| fields.iter().position(|f| f.name.eq_ignore_ascii_case(n)))
+            .ok_or_else(|| unknown(format!("{n:?}"))),
+    }
+}
+
+/// Checks a selection against the metadata of `main` and builds the reading plan.
+pub(crate) fn make_plan(info: &MsInfo, main: &Table, sel: &Selection) -> Result<Plan, MsError> {
+    let path = &info.path;
+    let field = resolve_field(info, sel)?;
+    let col = sel.column.column_name();
+    if !main.has_column(col) {
+        let present: Vec<&str> = [
+            DataColumn::Data,
+            DataColumn::CorrectedData,
+            DataColumn::ModelData,
+        ]
+        .iter()
+        .map(|c| c.column_name())
+        .filter(|c| main.has_column(c))
+        .collect();
+        return Err(MsError::MissingColumn {
+            path: path.clone(),
+            table: "MAIN".into(),
+            column: col.into(),
+            hint: format!(" (data columns present: {present:?})"),
+        });
+    }
+    let n_spw = info.spws.len();
+    let spws: Vec<usize> = match &sel.spws {
+        None => (0..n_spw).collect(),
+        Some(v) => {
+            if let Some(&bad) = v.iter().find(|&&s| s >= n_spw) {
+                return Err(MsError::SpwOutOfRange {
+                    path: path.clone(),
+                    spw: bad,
+                    n_spw,
+                });
+            }
+            if v.is_empty() {
+                return Err(MsError::NoRows {
+                    path: path.clone(),
+                    what: "the selection lists no spectral window".into(),
+                });
+            }
+            v.clone()
+        }
+    };
+    if let Some((start, end)) = sel.channels {
+        for &s in &spws {
+            let n_chan = info.spws[s].chan_freq.len();
+            let why = if end <= start {
+                Some("empty")
+            } else if end > n_chan {
+                Some("out of bounds")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err(MsError::BadChannelRange {
+                    path: path.clone(),
+                    start,
+                    end,
+                    spw: s,
+                    n_chan,
+                    why,
+                });
+            }
+        }
+    }
+    let dd_selected = info
+        .data_descs
+        .iter()
+        .map(|(spw, _)| spws.contains(spw))
+        .collect();
+    Ok(Plan {
+        field,
+        column: col,
+        dd_selected,
+        channels: sel.channels,
+        chunk_rows: if sel.chunk_rows == 0 {
+            DEFAULT_CHUNK_ROWS
+        } else {
+            sel.chunk_rows
+        },
+        has_flag_row: main.has_column("FLAG_ROW"),
+    })
+}
+
+pub(crate) struct Plan {
+    pub field: usize,
+    pub column: &'static str,
     /// Per DATA_DESCRIPTION row: is its spectral window selected.
-    dd_selected: Vec<bool>,
-    channels: Option<(usize, usize)>,
-    chunk_rows: usize,
-    has_flag_row: bool,
+    pub dd_selected: Vec<bool>,
+    pub channels: Option<(usize, usize)>,
+    pub chunk_rows: usize,
+    pub has_flag_row: bool,
 }
 
 struct ChunkIter<'a> {

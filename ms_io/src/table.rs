@@ -1,5 +1,5 @@
-//! Safe wrapper over the C++ glue (`glue/msio_glue.cc`): a read-only casacore table and bulk
-//! reads of whole row blocks into Rust buffers.
+//! Safe wrapper over the C++ glue (`glue/msio_glue.cc`): a casacore table and bulk reads (and,
+//! on a copy opened for update, writes) of whole row blocks to and from Rust buffers.
 
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,8 @@ mod ffi {
     use super::*;
     extern "C" {
         pub fn msio_open(path: *const c_char, err: *mut c_char, errlen: usize) -> *mut c_void;
+        pub fn msio_open_rw(path: *const c_char, err: *mut c_char, errlen: usize) -> *mut c_void;
+        pub fn msio_flush(t: *mut c_void, err: *mut c_char, errlen: usize) -> c_int;
         pub fn msio_close(t: *mut c_void);
         pub fn msio_nrows(t: *mut c_void) -> u64;
         pub fn msio_has_column(t: *mut c_void, col: *const c_char) -> c_int;
@@ -75,6 +77,30 @@ mod ffi {
             cell_len: *const i64,
             sliced: c_int,
             out: *mut c_void,
+            err: *mut c_char,
+            errlen: usize,
+        ) -> c_int;
+        pub fn msio_write_scalar(
+            t: *mut c_void,
+            col: *const c_char,
+            ty: c_int,
+            rows: *const u64,
+            nrows: u64,
+            range_start: u64,
+            input: *const c_void,
+            err: *mut c_char,
+            errlen: usize,
+        ) -> c_int;
+        pub fn msio_write_array(
+            t: *mut c_void,
+            col: *const c_char,
+            ty: c_int,
+            rows: *const u64,
+            nrows: u64,
+            range_start: u64,
+            ndim: c_int,
+            cell_len: *const i64,
+            input: *const c_void,
             err: *mut c_char,
             errlen: usize,
         ) -> c_int;
@@ -147,11 +173,13 @@ impl Rows<'_> {
     }
 }
 
-/// A casacore table opened read-only.
+/// A casacore table, opened read-only ([`Table::open`]) or, for a copy that ms_io made, for
+/// update ([`Table::open_rw`]).
 pub(crate) struct Table {
     ptr: NonNull<c_void>,
     path: PathBuf,
     n_rows: u64,
+    writable: bool,
 }
 
 fn err_string(buf: &[u8]) -> String {
@@ -170,6 +198,16 @@ fn cstr(path: &Path, s: &str) -> Result<CString, MsError> {
 impl Table {
     /// Opens `path` read-only. Errors name `path`; `NotATable` when casacore refuses it.
     pub(crate) fn open(path: &Path) -> Result<Self, MsError> {
+        Self::open_mode(path, false)
+    }
+
+    /// Opens `path` for update, holding casacore's lock until dropped. Only for tables that
+    /// ms_io created (see `writer::create_like`): inputs are never opened this way.
+    pub(crate) fn open_rw(path: &Path) -> Result<Self, MsError> {
+        Self::open_mode(path, true)
+    }
+
+    fn open_mode(path: &Path, writable: bool) -> Result<Self, MsError> {
         let s = path.to_str().ok_or_else(|| MsError::Malformed {
             path: path.to_path_buf(),
             what: "path (not valid UTF-8)".into(),
@@ -178,7 +216,11 @@ impl Table {
         let mut err = [0u8; ERR_LEN];
         let p = unsafe {
             let _g = casacore_lock();
-            ffi::msio_open(c.as_ptr(), err.as_mut_ptr().cast(), ERR_LEN)
+            if writable {
+                ffi::msio_open_rw(c.as_ptr(), err.as_mut_ptr().cast(), ERR_LEN)
+            } else {
+                ffi::msio_open(c.as_ptr(), err.as_mut_ptr().cast(), ERR_LEN)
+            }
         };
         let ptr = NonNull::new(p).ok_or_else(|| MsError::NotATable {
             path: path.to_path_buf(),
@@ -192,6 +234,7 @@ impl Table {
             ptr,
             path: path.to_path_buf(),
             n_rows,
+            writable,
         })
     }
 
@@ -493,6 +536,101 @@ impl Table {
         };
         if rc < 0 {
             return Err(self.casa_err(format!("reading column {col}"), &err));
+        }
+        Ok(())
+    }
+
+    fn check_writable(&self, col: &str) -> Result<(), MsError> {
+        if self.writable {
+            Ok(())
+        } else {
+            Err(self.casa_err(format!("writing column {col}"), b"table opened read-only\0"))
+        }
+    }
+
+    /// Writes a scalar column for `rows` from `values` (one per row).
+    pub(crate) fn write_scalar<T: Elem>(
+        &self,
+        col: &str,
+        rows: Rows,
+        values: &[T],
+    ) -> Result<(), MsError> {
+        self.check_writable(col)?;
+        self.require_column(col)?;
+        self.check_rows(col, rows)?;
+        assert_eq!(values.len(), rows.len(), "one value per row");
+        let c = cstr(&self.path, col)?;
+        let (rp, n, start) = rows.parts();
+        let mut err = [0u8; ERR_LEN];
+        let rc = unsafe {
+            let _g = casacore_lock();
+            ffi::msio_write_scalar(
+                self.ptr.as_ptr(),
+                c.as_ptr(),
+                T::CODE,
+                rp,
+                n,
+                start,
+                values.as_ptr().cast(),
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if rc < 0 {
+            return Err(self.casa_err(format!("writing column {col}"), &err));
+        }
+        Ok(())
+    }
+
+    /// Writes whole cells of shape `cell` (casacore order) for `rows` from `values`, laid out
+    /// as [`Table::read_array`] returns them (rows × reversed(cell), C order).
+    pub(crate) fn write_array<T: Elem>(
+        &self,
+        col: &str,
+        rows: Rows,
+        cell: &[usize],
+        values: &[T],
+    ) -> Result<(), MsError> {
+        self.check_writable(col)?;
+        self.require_column(col)?;
+        self.check_rows(col, rows)?;
+        let per_row: usize = cell.iter().product();
+        assert_eq!(values.len(), per_row * rows.len(), "one cell per row");
+        let c = cstr(&self.path, col)?;
+        let len: Vec<i64> = cell.iter().map(|&x| x as i64).collect();
+        let (rp, n, start) = rows.parts();
+        let mut err = [0u8; ERR_LEN];
+        let rc = unsafe {
+            let _g = casacore_lock();
+            ffi::msio_write_array(
+                self.ptr.as_ptr(),
+                c.as_ptr(),
+                T::CODE,
+                rp,
+                n,
+                start,
+                cell.len() as c_int,
+                len.as_ptr(),
+                values.as_ptr().cast(),
+                err.as_mut_ptr().cast(),
+                ERR_LEN,
+            )
+        };
+        if rc < 0 {
+            return Err(self.casa_err(format!("writing column {col}"), &err));
+        }
+        Ok(())
+    }
+
+    /// Flushes a writable table (and its subtables) to disk, fsync included.
+    pub(crate) fn flush(&self) -> Result<(), MsError> {
+        let mut err = [0u8; ERR_LEN];
+        let rc = unsafe {
+            let _g = casacore_lock();
+            ffi::msio_flush(self.ptr.as_ptr(), err.as_mut_ptr().cast(), ERR_LEN)
+        };
+        if rc < 0 {
+            return Err(self.casa_err("flushing to disk".into(), &err));
         }
         Ok(())
     }
