@@ -6,7 +6,7 @@
 //! in parallel, then odd strips, and no two tasks ever write the same grid row. Within a strip,
 //! samples of one tile accumulate into a small private buffer that is added to the grid once.
 
-use super::kernel::{taps, EsKernel};
+use super::kernel::{madd, taps, EsKernel};
 use super::wstack::WPlanes;
 use num_complex::Complex;
 use rayon::prelude::*;
@@ -268,6 +268,7 @@ fn grid_plane_w<const W: usize>(
     let groups = plan.groups_for_plane(k);
     let ptr = SendPtr(grid.as_mut_ptr());
     let tb = TILE + W;
+    let fma = has_fma();
     for parity in 0..2 {
         (parity..ns)
             .step_by(2)
@@ -282,7 +283,14 @@ fn grid_plane_w<const W: usize>(
                         // SAFETY: strip `s` writes only rows [16 s, 16 s + 16 + W) (mod ny),
                         // and strips of one parity are two apart, so no row is shared.
                         unsafe {
-                            grid_strip::<W>(
+                            #[cfg(target_arch = "x86_64")]
+                            if fma {
+                                grid_strip_fma::<W>(
+                                    plan, kernel, use_w, k, vals, a, b, s, tile, ptr, gny, gnx,
+                                );
+                                continue;
+                            }
+                            grid_strip::<W, false>(
                                 plan, kernel, use_w, k, vals, a, b, s, tile, ptr, gny, gnx,
                             )
                         };
@@ -292,9 +300,48 @@ fn grid_plane_w<const W: usize>(
     }
 }
 
+/// Whether the CPU has AVX2 and FMA (checked once; the hot loops are compiled twice).
+fn has_fma() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::sync::OnceLock;
+        static HAS: OnceLock<bool> = OnceLock::new();
+        *HAS.get_or_init(|| {
+            std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+        })
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn grid_strip_fma<const W: usize>(
+    plan: &Plan,
+    kernel: &EsKernel,
+    use_w: bool,
+    k: usize,
+    vals: &[C64],
+    a: usize,
+    b: usize,
+    strip: usize,
+    tile: &mut [C64],
+    grid: SendPtr,
+    gny: usize,
+    gnx: usize,
+) {
+    grid_strip::<W, true>(
+        plan, kernel, use_w, k, vals, a, b, strip, tile, grid, gny, gnx,
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn grid_strip<const W: usize>(
+unsafe fn grid_strip<const W: usize, const F: bool>(
     plan: &Plan,
     kernel: &EsKernel,
     use_w: bool,
@@ -333,16 +380,16 @@ unsafe fn grid_strip<const W: usize>(
             let ov = iv - row0;
             let wt = plane_weight(kernel, use_w, smp.w, k);
             let val = vals[i] * wt;
-            let ku = taps::<W>(coeffs, deg, tu);
-            let kv = taps::<W>(coeffs, deg, tv);
+            let ku = taps::<W, F>(coeffs, deg, tu);
+            let kv = taps::<W, F>(coeffs, deg, tv);
             for (r, &kvr) in kv.iter().enumerate() {
                 let a = val * kvr;
                 let row: &mut [C64; W] = (&mut tile[(ov + r) * tb + ou..(ov + r) * tb + ou + W])
                     .try_into()
                     .unwrap();
                 for c in 0..W {
-                    row[c].re += a.re * ku[c];
-                    row[c].im += a.im * ku[c];
+                    row[c].re = madd::<F>(a.re, ku[c], row[c].re);
+                    row[c].im = madd::<F>(a.im, ku[c], row[c].im);
                 }
             }
             umin = umin.min(ou);
@@ -405,50 +452,87 @@ fn degrid_plane_w<const W: usize>(
 ) {
     let [gny, gnx] = plan.grid;
     let ns = plan.n_strips;
-    let half = W as f64 / 2.0;
-    let coeffs = kernel.coeffs();
-    let deg = kernel.degree;
     for g in plan.groups_for_plane(k) {
         let a = plan.offsets[g * ns];
         let b = plan.offsets[(g + 1) * ns];
+        let fma = has_fma();
         plan.samples[a..b]
             .par_chunks(2048)
             .zip(out[a..b].par_chunks_mut(2048))
             .for_each(|(ss, oo)| {
-                for (smp, o) in ss.iter().zip(oo.iter_mut()) {
-                    let wt = plane_weight(kernel, use_w, smp.w, k);
-                    if wt == 0.0 {
-                        continue;
-                    }
-                    let (iu, tu) = start_and_offset(smp.u, half);
-                    let (iv, tv) = start_and_offset(smp.v, half);
-                    let ku = taps::<W>(coeffs, deg, tu);
-                    let kv = taps::<W>(coeffs, deg, tv);
-                    let iu = iu.rem_euclid(gnx as isize) as usize;
-                    let iv = iv.rem_euclid(gny as isize) as usize;
-                    let (mut sr, mut si) = (0.0, 0.0);
-                    for (r, &kvr) in kv.iter().enumerate() {
-                        let gr = (iv + r) % gny;
-                        let (mut rr, mut ri) = (0.0, 0.0);
-                        if iu + W <= gnx {
-                            let row: &[C64; W] =
-                                grid[gr * gnx + iu..gr * gnx + iu + W].try_into().unwrap();
-                            for c in 0..W {
-                                rr += row[c].re * ku[c];
-                                ri += row[c].im * ku[c];
-                            }
-                        } else {
-                            for (c, &kuc) in ku.iter().enumerate() {
-                                let gv = grid[gr * gnx + (iu + c) % gnx];
-                                rr += gv.re * kuc;
-                                ri += gv.im * kuc;
-                            }
-                        }
-                        sr += rr * kvr;
-                        si += ri * kvr;
-                    }
-                    *o += C64::new(sr * wt, si * wt);
+                #[cfg(target_arch = "x86_64")]
+                if fma {
+                    // SAFETY: the CPU has AVX2 and FMA (checked above).
+                    unsafe { degrid_chunk_fma::<W>(kernel, use_w, k, grid, gny, gnx, ss, oo) };
+                    return;
                 }
+                degrid_chunk::<W, false>(kernel, use_w, k, grid, gny, gnx, ss, oo);
             });
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn degrid_chunk_fma<const W: usize>(
+    kernel: &EsKernel,
+    use_w: bool,
+    k: usize,
+    grid: &[C64],
+    gny: usize,
+    gnx: usize,
+    ss: &[Sample],
+    oo: &mut [C64],
+) {
+    degrid_chunk::<W, true>(kernel, use_w, k, grid, gny, gnx, ss, oo)
+}
+
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn degrid_chunk<const W: usize, const F: bool>(
+    kernel: &EsKernel,
+    use_w: bool,
+    k: usize,
+    grid: &[C64],
+    gny: usize,
+    gnx: usize,
+    ss: &[Sample],
+    oo: &mut [C64],
+) {
+    let half = W as f64 / 2.0;
+    let coeffs = kernel.coeffs();
+    let deg = kernel.degree;
+    for (smp, o) in ss.iter().zip(oo.iter_mut()) {
+        let wt = plane_weight(kernel, use_w, smp.w, k);
+        if wt == 0.0 {
+            continue;
+        }
+        let (iu, tu) = start_and_offset(smp.u, half);
+        let (iv, tv) = start_and_offset(smp.v, half);
+        let ku = taps::<W, F>(coeffs, deg, tu);
+        let kv = taps::<W, F>(coeffs, deg, tv);
+        let iu = iu.rem_euclid(gnx as isize) as usize;
+        let iv = iv.rem_euclid(gny as isize) as usize;
+        let (mut sr, mut si) = (0.0, 0.0);
+        for (r, &kvr) in kv.iter().enumerate() {
+            let gr = (iv + r) % gny;
+            let (mut rr, mut ri) = (0.0, 0.0);
+            if iu + W <= gnx {
+                let row: &[C64; W] = grid[gr * gnx + iu..gr * gnx + iu + W].try_into().unwrap();
+                for c in 0..W {
+                    rr = madd::<F>(row[c].re, ku[c], rr);
+                    ri = madd::<F>(row[c].im, ku[c], ri);
+                }
+            } else {
+                for (c, &kuc) in ku.iter().enumerate() {
+                    let gv = grid[gr * gnx + (iu + c) % gnx];
+                    rr = madd::<F>(gv.re, kuc, rr);
+                    ri = madd::<F>(gv.im, kuc, ri);
+                }
+            }
+            sr = madd::<F>(rr, kvr, sr);
+            si = madd::<F>(ri, kvr, si);
+        }
+        *o += C64::new(sr * wt, si * wt);
     }
 }

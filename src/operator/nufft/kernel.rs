@@ -210,15 +210,26 @@ impl EsKernel {
     }
 }
 
+/// `a·b + c`, fused when the caller was compiled with FMA (`F`); a plain multiply-add
+/// otherwise, since `mul_add` without hardware FMA is a slow library call.
+#[inline(always)]
+pub fn madd<const F: bool>(a: f64, b: f64, c: f64) -> f64 {
+    if F {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
+    }
+}
+
 /// Evaluates all `W` taps at sub-cell offset `t` from the polynomial table.
 #[inline(always)]
-pub fn taps<const W: usize>(coeffs: &[f64], degree: usize, t: f64) -> [f64; W] {
+pub fn taps<const W: usize, const F: bool>(coeffs: &[f64], degree: usize, t: f64) -> [f64; W] {
     let s = 2.0 * t - 1.0;
     let mut out: [f64; W] = coeffs[degree * W..degree * W + W].try_into().unwrap();
     for d in (0..degree).rev() {
         let c: &[f64; W] = coeffs[d * W..d * W + W].try_into().unwrap();
         for j in 0..W {
-            out[j] = out[j] * s + c[j];
+            out[j] = madd::<F>(out[j], s, c[j]);
         }
     }
     out
