@@ -5,6 +5,7 @@ mod common;
 pub mod dirty;
 pub mod image;
 pub mod prior;
+pub mod simulate;
 
 use clap::{Parser, Subcommand};
 
@@ -35,6 +36,15 @@ pub enum Command {
     /// Score-based priors: train one on galaxy images, or draw samples from one.
     #[command(subcommand)]
     Prior(prior::PriorCommand),
+    /// A new Measurement Set like an existing one, with DATA = A·truth + noise.
+    ///
+    /// Writes a new Measurement Set with the uv coverage, frequencies and metadata of an existing
+    /// one and DATA = A·truth + noise (Stokes I: both parallel hands get the model, cross hands
+    /// noise only). The input is copied, never modified. The truth image (Jy/pixel) is placed
+    /// with its reference pixel (CRPIX) at the phase centre of the selected field; rows of other
+    /// fields and spectral windows are zeroed and flagged. CORRECTED_DATA, if present, becomes a
+    /// copy of DATA and MODEL_DATA zero.
+    Simulate(simulate::SimulateArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -42,6 +52,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         (Some(Command::Dirty(args)), _) => dirty::run(args),
         (Some(Command::Image(args)), _) => image::run(args),
         (Some(Command::Prior(cmd)), _) => prior::run(cmd),
+        (Some(Command::Simulate(args)), _) => simulate::run(args),
         (None, Some(vis)) => image::run(image::ImageArgs::defaults_for(vis)),
         (None, None) => {
             anyhow::bail!("no Measurement Set given: run `interf-image VIS.ms` or see --help")
