@@ -1,0 +1,6 @@
+//! Plots and reports (plotters with an embedded font; no system libraries).
+
+pub mod html;
+pub mod image_plot;
+pub mod plot_util;
+pub mod posterior;
