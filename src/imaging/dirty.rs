@@ -126,18 +126,23 @@ pub fn make_dirty_and_psf(
 
     // One gridder per product over all chunks: one FFT per w-plane at the end, however many
     // chunks the Measurement Set came in.
+    // The bound must cover the gridder's own measure of each chunk: |w| of a row at the row's
+    // highest frequency whenever any of its channels is used (a hair of margin for rounding).
     let max_w = chunks
         .iter()
         .zip(&weights)
         .flat_map(|(c, w)| {
             let nchan = c.n_chan();
-            c.uvw.iter().enumerate().flat_map(move |(r, uvw)| {
-                c.freq.iter().enumerate().filter_map(move |(ch, f)| {
-                    (w[r * nchan + ch] > 0.0).then(|| (uvw[2] * f / SPEED_OF_LIGHT).abs())
-                })
+            let fmax = c.freq.iter().cloned().fold(0.0, f64::max);
+            c.uvw.iter().enumerate().filter_map(move |(r, uvw)| {
+                w[r * nchan..(r + 1) * nchan]
+                    .iter()
+                    .any(|&x| x != 0.0)
+                    .then(|| uvw[2].abs() * fmax / SPEED_OF_LIGHT)
             })
         })
-        .fold(0.0f64, f64::max);
+        .fold(0.0f64, f64::max)
+        * (1.0 + 1e-9);
     let mut dirty_g = Gridder::new(*geom, &opts.nufft, max_w)?;
     let mut psf_g = Gridder::new(*geom, &opts.nufft, max_w)?;
     let longest = chunks.iter().map(|c| c.vis.len()).max().unwrap_or(0);
