@@ -299,7 +299,7 @@ pub fn draw_sky_image<DB: DrawingBackend>(
                 .iter()
                 .map(|&(fx, fy)| ((fx - cx) * p, (fy - cy) * p))
                 .collect();
-            plot.draw(&PathElement::new(pts, BLACK.stroke_width(1)))
+            plot.draw(&PathElement::new(pts, BLACK.stroke_width(2)))
                 .map_err(err)?;
         }
     }

@@ -67,7 +67,7 @@ pub enum ReportError {
 pub const MAX_SCATTER_POINTS: usize = 20_000;
 
 /// Significance contours drawn on the mean/std map.
-const SIGNIFICANCE_LEVELS: [f64; 2] = [3.0, 5.0];
+const SIGNIFICANCE_LEVELS: [f64; 3] = [-3.0, 3.0, 5.0];
 
 /// Writes `{prefix}-report.html` and `{prefix}-report-<what>.png` beside it; each file appears
 /// atomically (written to a temporary name in the same directory, then renamed). Returns the
@@ -126,7 +126,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
     emit!(
         "dirty",
         "dirty image",
-        "Dirty image (natural data, no deconvolution), Jy/beam.".into(),
+        "Dirty image (no deconvolution), Jy/beam.".into(),
         &|path| {
             let s = sky(
                 r.dirty,
@@ -194,8 +194,8 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
     emit!(
         "significance",
         "significance mean/std",
-        "Significance mean/std; black contours at 3 and 5. White (|mean/std| < 3) is not \
-         significant."
+        "Significance mean/std; black contours at −3, 3 and 5. Pale pixels outside the \
+         contours (|mean/std| < 3) are not significant."
             .into(),
         &|path| {
             let s = sky(
@@ -270,7 +270,7 @@ const HOW_TO_READ: &str = "<ul>
 (in Jy/pixel, not convolved with a beam, so it is sharper than a CLEAN image).</li>
 <li><b>Posterior std</b> is the pixel-wise standard deviation over samples: how much each pixel
 could change while still fitting the data and the prior. It is the error bar of that pixel.</li>
-<li><b>Significance</b> is mean/std. Pixels with |mean/std| &lt; 3 (white) are
+<li><b>Significance</b> is mean/std. Pixels with |mean/std| &lt; 3 (pale, outside the contours) are
 <b>not significant</b>: emission there may be a product of the prior, not of the data. Trust
 structure inside the 3σ contour; 5σ is a firm detection.</li>
 <li><b>Samples</b> are equally plausible skies. Features that appear in some samples and not in
