@@ -62,6 +62,38 @@ impl<A: ForwardOperator> GaussianLikelihood<A> {
         })
     }
 
+    /// Multiplies `Γ = diag(A Aᵀ)` datum by datum. The convolved approximation treats data as
+    /// independent given `x_t`; when many rows of `A` are nearly parallel (visibilities that
+    /// share a uv cell), `‖A Aᵀ‖` exceeds `max Γ` by about their number, the likelihood score
+    /// becomes stiff and the reverse SDE diverges. Inflating each datum's Γ by the number of
+    /// data it is nearly parallel to restores the right scale.
+    pub fn inflate_gamma(&mut self, factors: &[f32]) -> Result<(), LikelihoodError> {
+        if factors.len() != self.gamma.len() {
+            return Err(LikelihoodError::Length {
+                what: "Γ factors",
+                expected: self.gamma.len(),
+                got: factors.len(),
+            });
+        }
+        self.gamma
+            .iter_mut()
+            .zip(factors)
+            .for_each(|(g, f)| *g *= f);
+        Ok(())
+    }
+
+    /// The diffusion noise level below which the data dominate every datum's variance:
+    /// `min_k σ_k/√Γ_k`. Samplers must carry the reverse diffusion down to a fraction of it,
+    /// or the last steps still see a tempered likelihood and the posterior comes out too wide.
+    pub fn data_noise_scale(&self) -> f64 {
+        self.sigma2
+            .iter()
+            .zip(&self.gamma)
+            .filter(|(_, &g)| g > 0.0)
+            .map(|(&v, &g)| (v as f64 / g as f64).sqrt())
+            .fold(f64::INFINITY, f64::min)
+    }
+
     pub fn operator(&self) -> &A {
         &self.op
     }

@@ -11,11 +11,15 @@
 
 mod error;
 pub mod geometry;
+pub mod gridded;
 pub mod nufft;
+mod scaled;
 pub mod testing;
 
 pub use error::OperatorError;
 pub use geometry::ImageGeometry;
+pub use gridded::{CellNoise, Gridded, GriddedVisibilities};
+pub use scaled::Scaled;
 pub use nufft::{dirty2ms, ms2dirty, Gridder, Nufft, NufftOptions, NufftPlanInfo, WMode};
 
 /// A linear forward model `A` with its exact adjoint `Aᵀ`.
