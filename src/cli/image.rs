@@ -17,11 +17,13 @@ use super::prior::{device, DeviceArg};
 use crate::imaging::{estimate_noise, make_dirty_and_psf, ImagingOptions, Weighting};
 use crate::io::{write_cube, write_image, CubeAxis, HeaderValue};
 use crate::likelihood::GaussianLikelihood;
+use crate::operator::nufft::ms2dirty;
 use crate::operator::{
     CellNoise, ForwardOperator, Gridded, GriddedVisibilities, ImageGeometry, Nufft, NufftOptions,
     Scaled,
 };
 use crate::prior::{default_prior, ScoreModel};
+use crate::report::posterior::{write_report, PosteriorReport};
 use crate::sample::posterior::{sample_posterior, Method, PosteriorOptions};
 use ms_io::{MeasurementSet, VisChunk};
 
@@ -78,8 +80,8 @@ pub struct ImageArgs {
     #[arg(long, default_value_t = 1)]
     pub grid_padding: usize,
     /// Gridded likelihood: take a cell's σ from the scatter of its visibilities when it holds at
-    /// least this many (0: always from the weights).
-    #[arg(long, default_value_t = 0)]
+    /// least this many (never below the weights' σ); 0: always from the weights.
+    #[arg(long, default_value_t = 4)]
     pub cell_scatter_min: usize,
     /// Pixel size (0.5asec, 20masec, …). Default: a quarter of the theoretical beam.
     #[arg(long)]
@@ -124,7 +126,7 @@ impl ImageArgs {
             method: MethodArg::Cla,
             likelihood: LikelihoodArg::Gridded,
             grid_padding: 1,
-            cell_scatter_min: 0,
+            cell_scatter_min: 4,
             scale: None,
             flux_scale: None,
             noise: NoiseArg::Auto,
@@ -323,7 +325,9 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
         Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?
     };
-    let (chi2_mean, _) = visibility_chi2(&vis_nufft, c, factor, &mean);
+    let (chi2_mean, model) = visibility_chi2(&vis_nufft, c, factor, &mean);
+    let (residual_dirty, uv_dist, data_amp, model_amp) =
+        residual_products(c, &model, &geometry, &nufft_opts, dirty.stats.weight_sum)?;
 
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
     let mut header = sky_header(&info, field_id, &chunks, scale, "JY/PIXEL");
@@ -398,11 +402,112 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         sorted[sorted.len() - 1]
     );
     println!("  total flux {fmean:.4} ± {fstd:.4} Jy");
+    let summary = vec![
+        ("Measurement Set".into(), args.vis.display().to_string()),
+        ("Prior".into(), prior_name(&args)),
+        (
+            "Sampling".into(),
+            format!(
+                "{} samples, {} steps, {:?}, {:?} likelihood, α = {}, seed {}",
+                samples.len(),
+                args.steps,
+                opts.method,
+                args.likelihood,
+                args.alpha,
+                args.seed
+            ),
+        ),
+        (
+            "Image".into(),
+            format!("{side}×{side} pixels of {:.3}″", asec(scale)),
+        ),
+        (
+            "Flux scale".into(),
+            format!("{flux_scale:.4} Jy/pixel at prior value 1"),
+        ),
+        ("Total flux".into(), format!("{fmean:.4} ± {fstd:.4} Jy")),
+        (
+            "Noise".into(),
+            match noise {
+                Some(e) => format!(
+                    "σ² = {:.3e}/w from {} successive differences",
+                    e.weight_factor, e.n_pairs
+                ),
+                None => "σ² = 1/WEIGHT".into(),
+            },
+        ),
+        (
+            "Reduced χ² of the mean".into(),
+            format!("{chi2_mean:.3} over {n_usable} visibilities"),
+        ),
+        ("Dirty image".into(), "natural weighting, Jy/beam".into()),
+        (
+            "Sampling time".into(),
+            format!("{:.1} s", t_sample.as_secs_f64()),
+        ),
+    ];
+    let report = PosteriorReport {
+        title: format!(
+            "{} — posterior ({} samples, {:?})",
+            args.vis.file_name().map_or_else(
+                || args.vis.display().to_string(),
+                |f| f.to_string_lossy().into_owned()
+            ),
+            samples.len(),
+            opts.method
+        ),
+        ny: side,
+        nx: side,
+        pixel_asec: asec(scale),
+        dirty: &dirty.dirty,
+        mean: &mean,
+        std: &std,
+        samples: &phys,
+        n_samples: samples.len(),
+        residual_dirty: &residual_dirty,
+        clean_image: None,
+        chi2: &chi2,
+        chi2_mean,
+        uv_dist: &uv_dist,
+        data_amp: &data_amp,
+        model_amp: &model_amp,
+        summary,
+    };
+    let html = write_report(&name, &report)?;
     println!(
-        "  wrote {name}-samples.fits, -mean, -std, -dirty, -psf in {:.1} s",
+        "  wrote {name}-samples.fits, -mean, -std, -dirty, -psf and {} in {:.1} s",
+        html.display(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+type ResidualProducts = (Vec<f32>, Vec<f64>, Vec<f32>, Vec<f32>);
+
+/// The dirty image of the residual visibilities (natural weighting, Jy/beam) and, per usable
+/// visibility, uv distance and the amplitudes of data and model.
+fn residual_products(
+    c: &VisChunk,
+    model: &[f32],
+    geometry: &ImageGeometry,
+    nufft_opts: &NufftOptions,
+    weight_sum: f64,
+) -> anyhow::Result<ResidualProducts> {
+    let mut resid = vec![num_complex::Complex::new(0.0f32, 0.0); c.vis.len()];
+    let (mut uv, mut da, mut ma) = (Vec::new(), Vec::new(), Vec::new());
+    let used = (0..c.vis.len()).filter(|&k| c.weight[k] > 0.0);
+    for (k, m) in used.zip(model.chunks(2)) {
+        let mv = num_complex::Complex::new(m[0], m[1]);
+        resid[k] = c.vis[k] - mv;
+        let (r, ch) = (k / c.n_chan(), k % c.n_chan());
+        let f = c.freq[ch] / 299_792_458.0;
+        uv.push((c.uvw[r][0].powi(2) + c.uvw[r][1].powi(2)).sqrt() * f);
+        da.push(c.vis[k].norm());
+        ma.push(mv.norm());
+    }
+    let img = ms2dirty(geometry, &c.uvw, &c.freq, &resid, &c.weight, nufft_opts)?;
+    let res = img.iter().map(|v| (v / weight_sum) as f32).collect();
+    Ok((res, uv, da, ma))
 }
 
 /// For each usable visibility (re and im), how many usable visibilities share its cell of the

@@ -35,7 +35,9 @@ pub enum CellNoise {
     /// From the visibility weights: `σ² = factor / Σ w`.
     Weights,
     /// From the scatter of the visibilities inside the cell when it holds at least `min_count`
-    /// of them (real weights are often miscalibrated); from the weights otherwise.
+    /// of them (real weights are often miscalibrated, and the scatter also measures the
+    /// gridding error of a bright source), never below the weights' value; from the weights
+    /// otherwise.
     Scatter { min_count: usize },
 }
 
@@ -180,9 +182,12 @@ impl GridBuilder {
             let var = match noise {
                 CellNoise::Scatter { min_count } if a.n as usize >= min_count.max(2) => {
                     let n = a.n as f64;
-                    // Unbiased per-component variance of one visibility, then of the mean.
+                    // Unbiased per-component variance of one visibility, then of the mean. The
+                    // scatter also holds the sky's variation across the cell (the gridding
+                    // error), which is what makes it honest for bright sources; it never goes
+                    // below what the weights say.
                     let per_vis = (a.s2 - a.s.norm_sqr() / n) / (2.0 * (n - 1.0));
-                    (per_vis / n).max(f64::MIN_POSITIVE)
+                    (per_vis / n).max(from_weights)
                 }
                 _ => from_weights,
             };
@@ -480,7 +485,7 @@ mod tests {
             .collect();
         let mut b = GriddedVisibilities::builder(geom, 1).unwrap();
         b.add(&uvw, &[SPEED_OF_LIGHT], &vis, &vec![1.0; n]).unwrap();
-        let g = b.finish(100.0, CellNoise::Scatter { min_count: 5 });
+        let g = b.finish(1e-6, CellNoise::Scatter { min_count: 5 });
         let want = 0.5 / (n as f32).sqrt();
         assert!(
             (g.sigma[0] / want - 1.0).abs() < 0.05,
