@@ -6,6 +6,10 @@ fn main() -> ExitCode {
     let cli = interf_image::cli::Cli::parse();
     match interf_image::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.is::<interf_image::cli::interrupt::Interrupted>() => {
+            eprintln!("{e}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

@@ -243,6 +243,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         seed: args.seed,
         alpha: args.alpha,
         corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
+        cancel: Some(super::interrupt::flag()),
     };
     let batches = args.samples.div_ceil(args.batch.max(1));
     let bar = ProgressBar::new((batches * args.steps) as u64).with_style(
@@ -271,7 +272,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             };
             let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
             lik.alpha = args.alpha;
-            let s = sample_posterior(&model, &lik, &opts, Some(&bar))?;
+            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
             let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect::<Vec<_>>();
             (s, chi2, grid.n_cells())
         }
@@ -293,12 +294,13 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
             lik.inflate_gamma(&inflate)?;
             lik.alpha = args.alpha;
-            let s = sample_posterior(&model, &lik, &opts, Some(&bar))?;
+            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
             let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect::<Vec<_>>();
             (s, chi2, n_usable)
         }
     };
     bar.finish_and_clear();
+    super::interrupt::check()?;
     let t_sample = t_sample.elapsed();
     let npix = side * side;
     let phys: Vec<f32> = samples
@@ -480,6 +482,15 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// A sampling error caused by Ctrl-C becomes [`super::interrupt::Interrupted`].
+fn interrupted_or(e: candle_core::Error) -> anyhow::Error {
+    if super::interrupt::check().is_err() {
+        super::interrupt::Interrupted.into()
+    } else {
+        e.into()
+    }
 }
 
 type ResidualProducts = (Vec<f32>, Vec<f64>, Vec<f32>, Vec<f32>);

@@ -4,6 +4,7 @@
 mod common;
 pub mod dirty;
 pub mod image;
+pub mod interrupt;
 pub mod prior;
 pub mod simulate;
 
@@ -48,6 +49,7 @@ pub enum Command {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    interrupt::install();
     match (cli.command, cli.vis) {
         (Some(Command::Dirty(args)), _) => dirty::run(args),
         (Some(Command::Image(args)), _) => image::run(args),

@@ -83,6 +83,8 @@ pub struct PosteriorOptions {
     pub alpha: f32,
     /// Langevin corrector `(snr, steps per time)`; `None` for plain Euler–Maruyama.
     pub corrector: Option<(f64, usize)>,
+    /// Set from elsewhere (a Ctrl-C handler) to stop at the next step with an error.
+    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Default for PosteriorOptions {
@@ -95,6 +97,7 @@ impl Default for PosteriorOptions {
             seed: 0,
             alpha: 1.0,
             corrector: None,
+            cancel: None,
         }
     }
 }
@@ -134,6 +137,9 @@ fn dps_score<A: ForwardOperator, P: PriorScore + ?Sized>(
         )),
     }
 }
+
+/// The error message of a sampling run stopped through [`PosteriorOptions::cancel`].
+pub const INTERRUPTED: &str = "interrupted";
 
 /// Where the reverse diffusion stops: the prior's `t_eps`, or — for the VE SDE, whose σ(t)
 /// extends below σ_min — the time where σ(t) is a tenth of the data's noise scale, so that the
@@ -181,6 +187,11 @@ pub fn sample_posterior<A: ForwardOperator, P: PriorScore + ?Sized>(
         let zeros = Tensor::zeros((b, 1, side, side), candle_core::DType::F32, model.device())?;
         let x_init = gaussian_like(&zeros, &mut rng)?.affine(sde.prior_std(), 0.0)?;
         let score = |x: &Tensor, t: f64| -> Result<Tensor> {
+            if let Some(c) = &opts.cancel {
+                if c.load(std::sync::atomic::Ordering::Relaxed) {
+                    return Err(candle_core::Error::Msg(INTERRUPTED.into()));
+                }
+            }
             // Below the prior's smallest trained noise level its score is taken at that level:
             // the prior smoothed by σ_min, while the likelihood sharpens the rest.
             let prior = model.score(x, t.max(t_eps))?;
@@ -357,6 +368,7 @@ mod tests {
             seed: 1,
             alpha: 1.0,
             corrector: None,
+            cancel: None,
         };
         let samples = sample_posterior(&prior, &lik, &opts, None).unwrap();
         let k = samples.len() as f64;
