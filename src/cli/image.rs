@@ -37,6 +37,8 @@ pub enum MethodArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LikelihoodArg {
+    /// `visibilities` up to 100 000 usable visibilities (exact, still cheap), `gridded` beyond.
+    Auto,
     /// Visibilities averaged into the cells of a uv grid matched to the image (Dia et al.
     /// 2023): cost independent of the number of visibilities, and a well-conditioned
     /// likelihood. Small phase errors away from the phase centre (see the docs).
@@ -73,7 +75,7 @@ pub struct ImageArgs {
     #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
     pub method: MethodArg,
     /// Where the likelihood meets the data.
-    #[arg(long, value_enum, default_value_t = LikelihoodArg::Gridded)]
+    #[arg(long, value_enum, default_value_t = LikelihoodArg::Auto)]
     pub likelihood: LikelihoodArg,
     /// Oversampling of the uv grid of the gridded likelihood (cells of 1/(P·N·Δ)). 1 keeps the
     /// convolved likelihood approximation exact in structure; see the operator's docs.
@@ -124,7 +126,7 @@ impl ImageArgs {
             steps: 300,
             batch: 64,
             method: MethodArg::Cla,
-            likelihood: LikelihoodArg::Gridded,
+            likelihood: LikelihoodArg::Auto,
             grid_padding: 1,
             cell_scatter_min: 4,
             scale: None,
@@ -256,7 +258,16 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     bar.set_message("sampling");
     let t_sample = Instant::now();
     let scale_f32 = flux_scale as f32;
-    let (samples, chi2, n_data) = match args.likelihood {
+    // On a simulated 3C 273 observation the exact visibility likelihood fitted the data far
+    // better (reduced χ² 5 against 7500 for the mean, over all visibilities) than the gridded
+    // one, whose cell-centre approximation dominates for bright extended emission; gridding
+    // pays only when the visibilities are too many to evaluate at every step.
+    let likelihood = match args.likelihood {
+        LikelihoodArg::Auto if n_usable <= 100_000 => LikelihoodArg::Visibilities,
+        LikelihoodArg::Auto => LikelihoodArg::Gridded,
+        l => l,
+    };
+    let (samples, chi2, n_data) = match likelihood {
         LikelihoodArg::Gridded => {
             let mut b = GriddedVisibilities::builder(geometry, args.grid_padding)?;
             b.add(&c.uvw, &c.freq, &c.vis, &c.weight)?;
@@ -276,7 +287,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect::<Vec<_>>();
             (s, chi2, grid.n_cells())
         }
-        LikelihoodArg::Visibilities => {
+        LikelihoodArg::Visibilities | LikelihoodArg::Auto => {
             let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
             let nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?;
             let mut y = Vec::with_capacity(2 * n_usable);
@@ -386,7 +397,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         "  {} visibilities ({} data in the {:?} likelihood), noise {}, flux scale {:.4} Jy/pixel",
         n_usable,
         n_data,
-        args.likelihood,
+        likelihood,
         match noise {
             Some(e) => format!(
                 "from {} successive differences (σ² = {:.3e}/w)",
@@ -414,7 +425,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
                 samples.len(),
                 args.steps,
                 opts.method,
-                args.likelihood,
+                likelihood,
                 args.alpha,
                 args.seed
             ),
