@@ -1,10 +1,8 @@
 //! Dirty image and PSF, normalised as WSClean does (Jy/beam: the PSF peaks at exactly 1).
 
-use num_complex::Complex;
-
 use super::weighting::{gridding_weights, RankFilter, Weighting, DEFAULT_PADDING};
 use super::ImagingError;
-use crate::operator::nufft::{Gridder, NufftOptions};
+use crate::operator::nufft::{ms2dirty_chunks, NufftOptions, VisSource};
 use crate::operator::ImageGeometry;
 use ms_io::VisChunk;
 
@@ -138,21 +136,25 @@ pub fn make_dirty_and_psf(
                 w[r * nchan..(r + 1) * nchan]
                     .iter()
                     .any(|&x| x != 0.0)
-                    .then(|| uvw[2].abs() * fmax / SPEED_OF_LIGHT)
+                    .then_some(uvw[2].abs() * fmax / SPEED_OF_LIGHT)
             })
         })
         .fold(0.0f64, f64::max)
         * (1.0 + 1e-9);
-    let mut dirty_g = Gridder::new(*geom, &opts.nufft, max_w)?;
-    let mut psf_g = Gridder::new(*geom, &opts.nufft, max_w)?;
-    let longest = chunks.iter().map(|c| c.vis.len()).max().unwrap_or(0);
-    let ones = vec![Complex::new(1.0f32, 0.0); longest];
-    for (c, w) in chunks.iter().zip(&weights) {
-        dirty_g.add(&c.uvw, &c.freq, &c.vis, w)?;
-        psf_g.add(&c.uvw, &c.freq, &ones[..c.vis.len()], w)?;
-    }
-    let dirty = dirty_g.finish();
-    let psf = psf_g.finish();
+    // One pass over the samples for both products, one w-plane at a time: the PSF shares the
+    // dirty image's plan and kernel taps, and only one uv grid per product is ever held.
+    let sources: Vec<VisSource> = chunks
+        .iter()
+        .zip(&weights)
+        .map(|(c, w)| VisSource {
+            uvw: &c.uvw,
+            freq: &c.freq,
+            vis: &c.vis,
+            weight: w,
+        })
+        .collect();
+    let (dirty, psf) = ms2dirty_chunks(geom, &opts.nufft, max_w, &sources, true)?;
+    let psf = psf.expect("asked for the PSF");
     // In exact arithmetic the PSF's central value is the weight sum; dividing by the computed
     // value instead makes the PSF peak exactly 1 whatever the gridding accuracy, and scales the
     // dirty image consistently (Jy/beam).

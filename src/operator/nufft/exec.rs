@@ -119,7 +119,7 @@ impl Setup {
     /// Phase factor `exp(−2πi w x_centre)` applied per sample on the gridding side (its
     /// conjugate on the degridding side); 1 without w.
     #[inline]
-    fn centre_phase(&self, wc: f64) -> C64 {
+    pub fn centre_phase(&self, wc: f64) -> C64 {
         match &self.planes {
             Some(p) => {
                 let ph = -2.0 * PI * p.w_of(wc) * p.x_centre;
@@ -239,7 +239,7 @@ impl Setup {
         });
     }
 
-    fn accumulate(&self, grid: &[C64], fac: &[C64], acc: &mut [f64]) {
+    pub fn accumulate(&self, grid: &[C64], fac: &[C64], acc: &mut [f64]) {
         let (nx, ny) = (self.geom.nx, self.geom.ny);
         let [gny, gnx] = self.grid;
         acc.par_chunks_mut(nx).enumerate().for_each(|(iy, arow)| {

@@ -49,7 +49,7 @@ unsafe impl Send for SendPtr {}
 unsafe impl Sync for SendPtr {}
 
 #[inline(always)]
-fn start_and_offset(x: f64, half: f64) -> (isize, f64) {
+pub(super) fn start_and_offset(x: f64, half: f64) -> (isize, f64) {
     let a = x - half;
     let i0 = a.ceil();
     (i0 as isize, i0 - a)
@@ -188,7 +188,7 @@ impl Plan {
 
 /// `f` (cycles per pixel, periodic) to a grid coordinate in `[0, n)`.
 #[inline]
-fn wrap_coord(f: f64, n: usize) -> f64 {
+pub(super) fn wrap_coord(f: f64, n: usize) -> f64 {
     let x = (f - f.floor()) * n as f64;
     if x >= n as f64 {
         x - n as f64
@@ -199,7 +199,7 @@ fn wrap_coord(f: f64, n: usize) -> f64 {
 
 /// Weight of plane `k` for a sample at plane coordinate `wc` (1 without w).
 #[inline(always)]
-fn plane_weight(kernel: &EsKernel, use_w: bool, wc: f64, k: usize) -> f64 {
+pub(super) fn plane_weight(kernel: &EsKernel, use_w: bool, wc: f64, k: usize) -> f64 {
     if !use_w {
         return 1.0;
     }
@@ -301,7 +301,7 @@ fn grid_plane_w<const W: usize>(
 }
 
 /// Whether the CPU has AVX2 and FMA (checked once; the hot loops are compiled twice).
-fn has_fma() -> bool {
+pub(super) fn has_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         use std::sync::OnceLock;

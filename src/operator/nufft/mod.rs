@@ -2,6 +2,8 @@
 //! `(u, v, w) = UVW · ν / c`, `V = Σ I(l, m) exp(+2πi (u l + v m + w (n − 1)))`.
 //!
 //! - [`ms2dirty`] / [`dirty2ms`]: one-shot adjoint and forward, as ducc0's wgridder.
+//! - [`ms2dirty_chunks`]: the adjoint over many chunks, and the PSF in the same pass, one
+//!   w-plane at a time (memory: one uv grid per product and 4 bytes per sample).
 //! - [`Gridder`]: streams chunks of visibilities onto one set of uv grids (one pass over a
 //!   Measurement Set larger than memory) and finishes with one FFT per w-plane.
 //! - [`Nufft`]: a planned operator over a fixed set of samples, implementing
@@ -14,6 +16,7 @@ mod exec;
 mod fft;
 mod grid;
 pub mod kernel;
+mod planes;
 mod wstack;
 
 #[cfg(test)]
@@ -180,14 +183,73 @@ pub fn ms2dirty(
     weight: &[f32],
     opts: &NufftOptions,
 ) -> Result<Vec<f64>, OperatorError> {
-    check_uvw_freq(uvw, freq)?;
-    let n = uvw.len() * freq.len();
-    check_len("visibilities", n, vis.len())?;
-    check_len("weights", n, weight.len())?;
-    let wmax = max_abs_w(uvw, freq, |i| weight[i] != 0.0);
-    let mut g = Gridder::new(*geom, opts, wmax)?;
-    g.add(uvw, freq, vis, weight)?;
-    Ok(g.finish())
+    let src = [VisSource {
+        uvw,
+        freq,
+        vis,
+        weight,
+    }];
+    let wmax = max_abs_w(uvw, freq, |i| weight.get(i).is_some_and(|&x| x != 0.0));
+    Ok(ms2dirty_chunks(geom, opts, wmax, &src, false)?.0)
+}
+
+/// One chunk of visibilities for [`ms2dirty_chunks`]: `vis`/`weight` are `nrow × nchan`,
+/// row-major; samples of weight 0 are skipped.
+#[derive(Clone, Copy, Debug)]
+pub struct VisSource<'a> {
+    /// Per row, metres.
+    pub uvw: &'a [[f64; 3]],
+    /// Per channel, Hz.
+    pub freq: &'a [f64],
+    pub vis: &'a [Complex<f32>],
+    pub weight: &'a [f32],
+}
+
+/// [`ms2dirty`] over many chunks at once, and with `psf` also the dirty image of `weight`
+/// alone (the unnormalised PSF) from the same pass over the samples.
+///
+/// Works one w-plane at a time: memory is one uv grid per product (see [`NufftPlanInfo::grid`])
+/// plus 4 bytes per sample, whatever the number of w-planes. `max_abs_w_lambda` bounds |w|
+/// (wavelengths) of every used sample, as for [`Gridder::new`].
+pub fn ms2dirty_chunks(
+    geom: &ImageGeometry,
+    opts: &NufftOptions,
+    max_abs_w_lambda: f64,
+    sources: &[VisSource],
+    psf: bool,
+) -> Result<(Vec<f64>, Option<Vec<f64>>), OperatorError> {
+    ms2dirty_chunks_blocked(geom, opts, max_abs_w_lambda, sources, psf, usize::MAX)
+}
+
+fn ms2dirty_chunks_blocked(
+    geom: &ImageGeometry,
+    opts: &NufftOptions,
+    max_abs_w_lambda: f64,
+    sources: &[VisSource],
+    psf: bool,
+    max_rows: usize,
+) -> Result<(Vec<f64>, Option<Vec<f64>>), OperatorError> {
+    let setup = Setup::new(*geom, opts, max_abs_w_lambda)?;
+    let limit = setup.info.max_abs_w;
+    for s in sources {
+        check_uvw_freq(s.uvw, s.freq)?;
+        let n = s.uvw.len() * s.freq.len();
+        check_len("visibilities", n, s.vis.len())?;
+        check_len("weights", n, s.weight.len())?;
+        let wmax = max_abs_w(s.uvw, s.freq, |i| s.weight[i] != 0.0);
+        if wmax > limit * (1.0 + 1e-9) + 1e-12 {
+            return Err(OperatorError::Invalid(format!(
+                "a sample has |w| = {wmax} λ, beyond the bound of {limit} λ"
+            )));
+        }
+    }
+    Ok(if psf {
+        let [d, p] = planes::grid_chunks::<2>(&setup, sources, max_rows);
+        (d, Some(p))
+    } else {
+        let [d] = planes::grid_chunks::<1>(&setup, sources, max_rows);
+        (d, None)
+    })
 }
 
 /// Forward ("degridding") as `ducc0.wgridder.dirty2ms`: `V = Σ I exp(+2πi (u l + v m +

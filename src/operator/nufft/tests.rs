@@ -278,6 +278,74 @@ fn gridder_streams_chunks() {
 }
 
 #[test]
+fn chunks_one_plane_at_a_time_match_the_gridder_with_psf() {
+    // Chunks with different channel counts, several id blocks, w on and off, and a sample
+    // of weight 0: the same images as the Gridder, which holds every plane.
+    let c = case(11, 40, 32, 4e-3, 90, 1.3, 900.0);
+    let freq3 = vec![0.9e8, 1.2e8, 1.45e8];
+    let (vis_a, mut wt_a) = random_vis(12, 50 * 2);
+    wt_a[7] = 0.0;
+    let (vis_b, wt_b) = random_vis(13, 40 * 3);
+    let ones_a = vec![Complex::new(1.0f32, 0.0); vis_a.len()];
+    let ones_b = vec![Complex::new(1.0f32, 0.0); vis_b.len()];
+    for (mode, eps) in [(WMode::On, 1e-6), (WMode::Off, 1e-4), (WMode::On, 1e-3)] {
+        let opts = NufftOptions {
+            epsilon: eps,
+            w_mode: mode,
+        };
+        let wmax = 900.0 * 1.5e8 / 1.0e8 * 1.000001;
+        let mut g = Gridder::new(c.geom, &opts, wmax).unwrap();
+        let mut p = Gridder::new(c.geom, &opts, wmax).unwrap();
+        g.add(&c.uvw[..50], &c.freq, &vis_a, &wt_a).unwrap();
+        g.add(&c.uvw[50..], &freq3, &vis_b, &wt_b).unwrap();
+        p.add(&c.uvw[..50], &c.freq, &ones_a, &wt_a).unwrap();
+        p.add(&c.uvw[50..], &freq3, &ones_b, &wt_b).unwrap();
+        let (want_d, want_p) = (g.finish(), p.finish());
+        let src = [
+            VisSource {
+                uvw: &c.uvw[..50],
+                freq: &c.freq,
+                vis: &vis_a,
+                weight: &wt_a,
+            },
+            VisSource {
+                uvw: &c.uvw[50..],
+                freq: &freq3,
+                vis: &vis_b,
+                weight: &wt_b,
+            },
+        ];
+        for max_rows in [usize::MAX, 7] {
+            let (d, p) =
+                ms2dirty_chunks_blocked(&c.geom, &opts, wmax, &src, true, max_rows).unwrap();
+            assert!(
+                rel_r(&d, &want_d) < 1e-12,
+                "{mode:?} {max_rows}: {}",
+                rel_r(&d, &want_d)
+            );
+            let p = p.unwrap();
+            assert!(
+                rel_r(&p, &want_p) < 1e-12,
+                "{mode:?} {max_rows}: {}",
+                rel_r(&p, &want_p)
+            );
+        }
+        let (d, p) = ms2dirty_chunks(&c.geom, &opts, wmax, &src[..1], false).unwrap();
+        assert!(p.is_none());
+        let one = ms2dirty(&c.geom, &c.uvw[..50], &c.freq, &vis_a, &wt_a, &opts).unwrap();
+        assert!(rel_r(&d, &one) < 1e-5);
+    }
+    let opts = NufftOptions::default();
+    let src = [VisSource {
+        uvw: &c.uvw,
+        freq: &c.freq,
+        vis: &vis_a,
+        weight: &wt_a,
+    }];
+    assert!(ms2dirty_chunks(&c.geom, &opts, 10.0, &src, false).is_err());
+}
+
+#[test]
 fn nufft_operator_adjoint_and_mask() {
     let c = case(7, 32, 24, 4e-3, 60, 1.0, 600.0);
     let n = c.uvw.len() * c.freq.len();
