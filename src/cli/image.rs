@@ -168,6 +168,7 @@ fn merge_by_frequency(chunks: Vec<VisChunk>) -> Vec<VisChunk> {
 
 pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     let start = Instant::now();
+    super::prior::tune_malloc();
     set_threads(args.threads)?;
     if args.samples == 0 || args.steps == 0 {
         bail!("--samples and --steps must be at least 1");

@@ -194,7 +194,7 @@ pub fn device(d: DeviceArg) -> anyhow::Result<Device> {
 
 /// glibc's default malloc thresholds make candle's per-op allocations page-fault heavily;
 /// larger mmap/trim thresholds measured about 20 % faster training here.
-fn tune_malloc() {
+pub(crate) fn tune_malloc() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         extern "C" {
