@@ -535,4 +535,29 @@ mod tests {
             assert!((m - 1.0).abs() < 1e-6);
         }
     }
+
+    #[test]
+    fn fits_cube_reads_as_stack() {
+        use fitsio::images::{ImageDescription, ImageType};
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("cube.fits");
+        let data: Vec<f32> = (0..2 * 3 * 4).map(|v| v as f32).collect();
+        {
+            let desc = ImageDescription {
+                data_type: ImageType::Float,
+                dimensions: &[2, 3, 4],
+            };
+            let mut f = fitsio::FitsFile::create(&p)
+                .with_custom_primary(&desc)
+                .open()
+                .unwrap();
+            let hdu = f.primary_hdu().unwrap();
+            hdu.write_image(&mut f, &data).unwrap();
+        }
+        let s = read_images(&p).unwrap();
+        assert_eq!((s.n, s.h, s.w), (2, 3, 4));
+        assert_eq!(s.data, data);
+        let e = read_images(&dir.path().join("x.txt")).unwrap_err().to_string();
+        assert!(e.contains("x.txt"), "{e}");
+    }
 }
