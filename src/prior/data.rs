@@ -557,7 +557,9 @@ mod tests {
         let s = read_images(&p).unwrap();
         assert_eq!((s.n, s.h, s.w), (2, 3, 4));
         assert_eq!(s.data, data);
-        let e = read_images(&dir.path().join("x.txt")).unwrap_err().to_string();
+        let e = read_images(&dir.path().join("x.txt"))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("x.txt"), "{e}");
     }
 }
