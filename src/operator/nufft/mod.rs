@@ -183,14 +183,18 @@ pub fn ms2dirty(
     weight: &[f32],
     opts: &NufftOptions,
 ) -> Result<Vec<f64>, OperatorError> {
-    let src = [VisSource {
-        uvw,
-        freq,
-        vis,
-        weight,
-    }];
-    let wmax = max_abs_w(uvw, freq, |i| weight.get(i).is_some_and(|&x| x != 0.0));
-    Ok(ms2dirty_chunks(geom, opts, wmax, &src, false)?.0)
+    check_uvw_freq(uvw, freq)?;
+    let n = uvw.len() * freq.len();
+    check_len("visibilities", n, vis.len())?;
+    check_len("weights", n, weight.len())?;
+    // For one product the all-planes Gridder is the faster path (measured on 16 M samples,
+    // 1024², ε = 1e-6, 2 threads, quiet machine: 3.8 s against 7.0 s for the plane-at-a-time
+    // path, ducc0 3.3 s); `ms2dirty_chunks` trades that speed for memory and shares the sweep
+    // between a dirty image and its PSF, which is what imaging uses.
+    let wmax = max_abs_w(uvw, freq, |i| weight[i] != 0.0);
+    let mut g = Gridder::new(*geom, opts, wmax)?;
+    g.add(uvw, freq, vis, weight)?;
+    Ok(g.finish())
 }
 
 /// One chunk of visibilities for [`ms2dirty_chunks`]: `vis`/`weight` are `nrow × nchan`,
