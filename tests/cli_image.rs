@@ -1,0 +1,136 @@
+//! The main job end to end: `interf-image image` on the shipped 3C 273 observation with the
+//! built-in prior (few samples; 150 steps, about the fewest with which the exact visibility
+//! likelihood stays well behaved on these data), and Ctrl-C.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use interf_image::io::read_image;
+
+fn ms() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/vla_3c273_xband.ms")
+}
+
+#[test]
+fn posterior_products_with_the_builtin_prior() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = tmp.path().join("c273");
+    let out = Command::new(env!("CARGO_BIN_EXE_interf-image"))
+        .args([
+            "image",
+            ms().to_str().unwrap(),
+            "--samples",
+            "3",
+            "--steps",
+            "150",
+        ])
+        .args([
+            "--batch",
+            "3",
+            "--seed",
+            "7",
+            "--name",
+            name.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("reduced χ²"), "{stdout}");
+
+    let samples = read_image(&tmp.path().join("c273-samples.fits")).unwrap();
+    assert_eq!(samples.shape, vec![1, 3, 64, 64]);
+    assert_eq!(samples.get_str("CTYPE3"), Some("SAMPLE"));
+    assert_eq!(samples.get_str("BUNIT"), Some("JY/PIXEL"));
+    let mean = read_image(&tmp.path().join("c273-mean.fits")).unwrap();
+    let std = read_image(&tmp.path().join("c273-std.fits")).unwrap();
+    let (_, _, m) = mean.plane();
+    let (_, _, s) = std.plane();
+    // The mean is the mean of the samples, the std their spread (independent recomputation).
+    let planes: Vec<&[f64]> = samples.data.chunks(64 * 64).collect();
+    for p in [0usize, 64 * 32 + 32, 4000] {
+        let v: Vec<f64> = planes.iter().map(|pl| pl[p]).collect();
+        let mu = v.iter().sum::<f64>() / 3.0;
+        let sd = (v.iter().map(|x| (x - mu).powi(2)).sum::<f64>() / 3.0).sqrt();
+        assert!((m[p] - mu).abs() <= 1e-4 * (1.0 + mu.abs()), "mean at {p}");
+        assert!((s[p] - sd).abs() <= 1e-4 * (1.0 + sd), "std at {p}");
+    }
+    // 3C 273's core sits at the phase centre of the mean image, and the flux is positive.
+    let argmax = m
+        .iter()
+        .enumerate()
+        .fold((0, f64::MIN), |a, (i, &x)| if x > a.1 { (i, x) } else { a })
+        .0;
+    let (iy, ix) = (argmax / 64, argmax % 64);
+    assert!(
+        iy.abs_diff(32) <= 1 && ix.abs_diff(32) <= 1,
+        "peak at ({iy}, {ix})"
+    );
+    for f in [
+        "dirty",
+        "psf",
+        "report-mean",
+        "report-std",
+        "report-residual",
+        "report-uvamp",
+    ] {
+        let ext = if f.starts_with("report") {
+            "png"
+        } else {
+            "fits"
+        };
+        let p = tmp.path().join(format!("c273-{f}.{ext}"));
+        assert!(p.exists(), "{} missing", p.display());
+    }
+    let html = std::fs::read_to_string(tmp.path().join("c273-report.html")).unwrap();
+    assert!(html.contains("c273-report-mean.png"));
+}
+
+#[test]
+fn ctrl_c_stops_without_writing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = tmp.path().join("stop");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_interf-image"))
+        .args([
+            "image",
+            ms().to_str().unwrap(),
+            "--samples",
+            "2",
+            "--steps",
+            "100000",
+        ])
+        .args(["--name", name.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Let it read the data and start sampling, then interrupt it as a terminal would.
+    std::thread::sleep(Duration::from_secs(4));
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let start = Instant::now();
+    let out = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "did not stop after Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert_eq!(out.code(), Some(130), "{err}");
+    assert!(err.contains("interrupted"), "{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert!(left.is_empty(), "an interrupted run wrote {left:?}");
+}
