@@ -29,6 +29,21 @@ pub fn read_with_progress(ms: &MeasurementSet, sel: &Selection) -> anyhow::Resul
     Ok(chunks)
 }
 
+/// Usable samples (weight > 0); an error naming the MS when there are none.
+pub fn count_usable(chunks: &[VisChunk], vis: &Path) -> anyhow::Result<usize> {
+    let n: usize = chunks
+        .iter()
+        .map(|c| c.weight.iter().filter(|&&w| w > 0.0).count())
+        .sum();
+    if n == 0 {
+        bail!(
+            "{}: every selected visibility is flagged or has zero weight",
+            vis.display()
+        );
+    }
+    Ok(n)
+}
+
 /// Lowest and highest selected frequency.
 pub fn freq_range(chunks: &[VisChunk]) -> (f64, f64) {
     chunks

@@ -8,8 +8,8 @@ use clap::Args;
 use indicatif::ProgressBar;
 
 use super::common::{
-    default_name, freq_range, longest_baseline, output_path, parse_angle, read_with_progress,
-    set_threads, sky_header, SelectionArgs,
+    count_usable, default_name, freq_range, longest_baseline, output_path, parse_angle,
+    read_with_progress, set_threads, sky_header, SelectionArgs,
 };
 use crate::imaging::weighting::RankFilter;
 use crate::imaging::{make_dirty_and_psf, ImagingOptions, Weighting};
@@ -110,16 +110,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     let t_read = start.elapsed();
 
     let n_samples: usize = chunks.iter().map(|c| c.weight.len()).sum();
-    let n_usable: usize = chunks
-        .iter()
-        .map(|c| c.weight.iter().filter(|&&w| w > 0.0).count())
-        .sum();
-    if n_usable == 0 {
-        bail!(
-            "{}: every selected visibility is flagged or has zero weight",
-            args.vis.display()
-        );
-    }
+    let n_usable = count_usable(&chunks, &args.vis)?;
 
     let scale = match &args.scale {
         Some(s) => parse_angle(s)?,

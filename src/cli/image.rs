@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{
-    default_name, longest_baseline, output_path, parse_angle, read_with_progress, set_threads,
-    sky_header, SelectionArgs,
+    count_usable, default_name, longest_baseline, output_path, parse_angle, read_with_progress,
+    set_threads, sky_header, SelectionArgs,
 };
 use super::prior::{device, DeviceArg};
 use crate::imaging::{estimate_noise, make_dirty_and_psf, ImagingOptions, Weighting};
@@ -184,16 +184,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     let info = ms.info().clone();
     let field_id = ms.resolve_field(&selection)?;
     let chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);
-    let n_usable: usize = chunks
-        .iter()
-        .map(|c| c.weight.iter().filter(|&&w| w > 0.0).count())
-        .sum();
-    if n_usable == 0 {
-        bail!(
-            "{}: every selected visibility is flagged or has zero weight",
-            args.vis.display()
-        );
-    }
+    let n_usable = count_usable(&chunks, &args.vis)?;
     let scale = match &args.scale {
         Some(s) => parse_angle(s)?,
         // A third of the theoretical beam: fine enough to resolve the beam, wide enough at the
