@@ -19,8 +19,8 @@ pub mod testing;
 pub use error::OperatorError;
 pub use geometry::ImageGeometry;
 pub use gridded::{CellNoise, Gridded, GriddedVisibilities};
-pub use scaled::Scaled;
 pub use nufft::{dirty2ms, ms2dirty, Gridder, Nufft, NufftOptions, NufftPlanInfo, WMode};
+pub use scaled::Scaled;
 
 /// A linear forward model `A` with its exact adjoint `Aᵀ`.
 pub trait ForwardOperator: Send + Sync {
