@@ -30,6 +30,27 @@ pub fn time_grid(steps: usize, t_eps: f64) -> Vec<f64> {
         .collect()
 }
 
+/// One Euler–Maruyama step of the reverse SDE from `t` by `dt < 0`:
+/// `x + (f − g² s) dt`, plus `g √|dt| z` unless it is the last step.
+fn reverse_step<R: Rng + ?Sized>(
+    score: &ScoreFn,
+    sde: &dyn Sde,
+    x: &Tensor,
+    t: f64,
+    dt: f64,
+    add_noise: bool,
+    rng: &mut R,
+) -> Result<Tensor> {
+    let g = sde.diffusion(t);
+    let s = score(x, t)?;
+    let mean = (x.affine(1.0 + sde.drift_coef(t) * dt, 0.0)? - s.affine(g * g * dt, 0.0)?)?;
+    if add_noise {
+        mean + gaussian_like(x, rng)?.affine(g * (-dt).sqrt(), 0.0)?
+    } else {
+        Ok(mean)
+    }
+}
+
 /// Euler–Maruyama on the reverse SDE dx = [f − g² s] dt + g dw̄.
 ///
 /// The last step adds no noise (it would only add σ(t_eps)-sized jitter).
@@ -47,15 +68,7 @@ pub fn euler_maruyama<R: Rng + ?Sized>(
     let mut x = x_init.clone();
     for i in 0..steps {
         let (t, dt) = (ts[i], ts[i + 1] - ts[i]);
-        let g = sde.diffusion(t);
-        let s = score(&x, t)?;
-        // x + (f − g² s) dt with dt < 0.
-        let mean = (x.affine(1.0 + sde.drift_coef(t) * dt, 0.0)? - s.affine(g * g * dt, 0.0)?)?;
-        x = if i + 1 < steps {
-            (mean + gaussian_like(&x, rng)?.affine(g * (-dt).sqrt(), 0.0)?)?
-        } else {
-            mean
-        };
+        x = reverse_step(score, sde, &x, t, dt, i + 1 < steps, rng)?;
         if let Some(p) = progress {
             p.inc(1);
         }
@@ -108,14 +121,7 @@ pub fn predictor_corrector<R: Rng + ?Sized>(
             let noise = z.affine((2.0 * eps).sqrt(), 0.0)?;
             x = ((x + step)? + noise)?;
         }
-        let g = sde.diffusion(t);
-        let s = score(&x, t)?;
-        let mean = (x.affine(1.0 + sde.drift_coef(t) * dt, 0.0)? - s.affine(g * g * dt, 0.0)?)?;
-        x = if i + 1 < steps {
-            (mean + gaussian_like(&x, rng)?.affine(g * (-dt).sqrt(), 0.0)?)?
-        } else {
-            mean
-        };
+        x = reverse_step(score, sde, &x, t, dt, i + 1 < steps, rng)?;
         if let Some(p) = progress {
             p.inc(1);
         }
