@@ -144,7 +144,7 @@ pub const INTERRUPTED: &str = "interrupted";
 /// Where the reverse diffusion stops: the prior's `t_eps`, or — for the VE SDE, whose σ(t)
 /// extends below σ_min — the time where σ(t) is a tenth of the data's noise scale, so that the
 /// likelihood acts untempered in the last steps (high signal-to-noise data need it).
-fn end_time(sde: &SdeConfig, t_eps: f64, data_scale: f64) -> f64 {
+pub(crate) fn end_time(sde: &SdeConfig, t_eps: f64, data_scale: f64) -> f64 {
     match sde {
         SdeConfig::Ve(ve) if data_scale.is_finite() => {
             let target = 0.1 * data_scale;
