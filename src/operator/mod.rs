@@ -9,16 +9,22 @@
 //!
 //! Complex data are stored as interleaved `[re, im]` pairs in the real data vector.
 
+pub mod compose;
 mod error;
 pub mod geometry;
 pub mod gridded;
+pub mod hst;
+pub mod lens;
 pub mod nufft;
 mod scaled;
 pub mod testing;
 
+pub use compose::Compose;
 pub use error::OperatorError;
 pub use geometry::ImageGeometry;
 pub use gridded::{CellNoise, Gridded, GriddedVisibilities};
+pub use hst::{DataWindow, Hst, HstOptions};
+pub use lens::{Lens, LensOptions};
 pub use nufft::{dirty2ms, ms2dirty, Gridder, Nufft, NufftOptions, NufftPlanInfo, WMode};
 pub use scaled::Scaled;
 
