@@ -6,21 +6,8 @@
 //!
 //! At `σ_t = 0, μ_t = 1` this is the exact Gaussian likelihood score `Aᵀ Σ⁻¹ (y − A x)`.
 
-use thiserror::Error;
-
+use super::{LikelihoodError, LikelihoodScore};
 use crate::operator::ForwardOperator;
-
-#[derive(Debug, Error)]
-pub enum LikelihoodError {
-    #[error("{what}: expected {expected} values, got {got}")]
-    Length {
-        what: &'static str,
-        expected: usize,
-        got: usize,
-    },
-    #[error("noise σ must be positive and finite; datum {index} has σ = {value}")]
-    BadSigma { index: usize, value: f32 },
-}
 
 pub struct GaussianLikelihood<A: ForwardOperator> {
     op: A,
@@ -127,6 +114,28 @@ impl<A: ForwardOperator> GaussianLikelihood<A> {
     /// Reduced χ²: χ² over the number of real data.
     pub fn reduced_chi2(&self, x: &[f32]) -> f64 {
         self.chi2(x) / self.y.len() as f64
+    }
+}
+
+impl<A: ForwardOperator> LikelihoodScore for GaussianLikelihood<A> {
+    fn image_shape(&self) -> [usize; 2] {
+        self.op.image_shape()
+    }
+    fn score_t(
+        &self,
+        x_t: &[f32],
+        mu_t: f32,
+        sigma_t: f32,
+        grad: &mut [f32],
+    ) -> Result<(), LikelihoodError> {
+        self.score(x_t, mu_t, sigma_t, grad);
+        Ok(())
+    }
+    fn data_noise_scale(&self) -> f64 {
+        GaussianLikelihood::data_noise_scale(self)
+    }
+    fn reduced_chi2(&self, x: &[f32]) -> f64 {
+        GaussianLikelihood::reduced_chi2(self, x)
     }
 }
 

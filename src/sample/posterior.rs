@@ -14,11 +14,9 @@ use candle_core::{Result, Tensor, Var};
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rayon::prelude::*;
 
 use super::sde_samplers::{euler_maruyama, gaussian_like, predictor_corrector};
-use crate::likelihood::GaussianLikelihood;
-use crate::operator::ForwardOperator;
+use crate::likelihood::LikelihoodScore;
 use crate::prior::sde::{Sde, SdeConfig};
 use crate::prior::ScoreModel;
 
@@ -103,32 +101,34 @@ impl Default for PosteriorOptions {
 }
 
 /// The likelihood score for every chain of the batch `x` (B, 1, H, W).
-fn cla_score<A: ForwardOperator>(
-    lik: &GaussianLikelihood<A>,
+fn cla_score<L: LikelihoodScore + ?Sized>(
+    lik: &L,
     x: &Tensor,
     mu: f64,
     sigma: f64,
 ) -> Result<Tensor> {
     let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
-    let npix = lik.operator().image_len();
     let mut g = vec![0.0f32; xs.len()];
-    g.par_chunks_mut(npix)
-        .zip(xs.par_chunks(npix))
-        .for_each(|(gc, xc)| lik.score(xc, mu as f32, sigma as f32, gc));
+    lik.score_t_batch(&xs, mu as f32, sigma as f32, &mut g)
+        .map_err(candle_core::Error::wrap)?;
     Tensor::from_vec(g, x.shape(), x.device())
 }
 
 /// DPS: `∇_{x_t} log N(y; A x̂₀(x_t), σ²)` through the network's Jacobian.
-fn dps_score<A: ForwardOperator, P: PriorScore + ?Sized>(
+fn dps_score<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
     model: &P,
-    lik: &GaussianLikelihood<A>,
+    lik: &L,
     x: &Tensor,
     t: f64,
 ) -> Result<Tensor> {
     let xv = Var::from_tensor(&x.detach())?;
     let x0 = model.denoise(xv.as_tensor(), t)?;
-    // v = ∇_{x̂₀} log p(y | x̂₀), the exact Gaussian score at the denoised image.
-    let v = cla_score(lik, &x0.detach(), 1.0, 0.0)?;
+    // v = ∇_{x̂₀} log p(y | x̂₀), the exact likelihood score at the denoised image.
+    let x0s: Vec<f32> = x0.detach().flatten_all()?.to_vec1()?;
+    let mut v = vec![0.0f32; x0s.len()];
+    lik.score_x0_batch(&x0s, &mut v)
+        .map_err(candle_core::Error::wrap)?;
+    let v = Tensor::from_vec(v, x0.shape(), x0.device())?;
     let grads = (x0 * v)?.sum_all()?.backward()?;
     match grads.get(xv.as_tensor()) {
         Some(g) => Ok(g.clone()),
@@ -157,13 +157,13 @@ pub(crate) fn end_time(sde: &SdeConfig, t_eps: f64, data_scale: f64) -> f64 {
 
 /// Draws `opts.n_samples` posterior samples (normalised units, each `ny·nx`, row-major).
 /// `on_step(done_steps_of_batch, batch_index)` is called once per reverse step for progress.
-pub fn sample_posterior<A: ForwardOperator, P: PriorScore + ?Sized>(
+pub fn sample_posterior<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
     model: &P,
-    lik: &GaussianLikelihood<A>,
+    lik: &L,
     opts: &PosteriorOptions,
     progress: Option<&ProgressBar>,
 ) -> Result<Vec<Vec<f32>>> {
-    let [ny, nx] = lik.operator().image_shape();
+    let [ny, nx] = lik.image_shape();
     let side = model.image_size();
     if ny != side || nx != side {
         return Err(candle_core::Error::Msg(format!(
@@ -224,7 +224,10 @@ pub fn sample_posterior<A: ForwardOperator, P: PriorScore + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::{CellNoise, Gridded, GriddedVisibilities, ImageGeometry, Scaled};
+    use crate::likelihood::GaussianLikelihood;
+    use crate::operator::{
+        CellNoise, ForwardOperator, Gridded, GriddedVisibilities, ImageGeometry, Scaled,
+    };
     use crate::prior::sde::VeSde;
     use candle_core::Device;
     use num_complex::Complex;
