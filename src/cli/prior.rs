@@ -21,6 +21,9 @@ pub enum PriorCommand {
     Train(TrainArgs),
     /// Draw unconditional samples from a trained prior.
     Sample(SampleArgs),
+    /// Compare a prior's samples with its training images: pixel values, total flux, power
+    /// spectrum (numbers in stats.json, plots as PNG).
+    Stats(StatsArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -172,11 +175,43 @@ pub struct SampleArgs {
     pub quiet: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct StatsArgs {
+    /// Checkpoint folder, or `default` for the embedded prior.
+    #[arg(long, default_value = "default")]
+    pub prior: String,
+    /// The training images (.npy or FITS cube), prepared as the checkpoint records.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Samples drawn, and training images drawn (seeded) to compare with.
+    #[arg(long, default_value_t = 256)]
+    pub n: usize,
+    #[arg(long, default_value_t = 250)]
+    pub steps: usize,
+    #[arg(long, value_enum, default_value_t = SamplerArg::Em)]
+    pub sampler: SamplerArg,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Histogram bins of the pixel values and of the total flux.
+    #[arg(long, default_value_t = 40)]
+    pub bins: usize,
+    /// Output folder: samples.fits, compare.png, pixels.png, flux.png, power.png, stats.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 /// Runs a `prior` subcommand.
 pub fn run(cmd: PriorCommand) -> anyhow::Result<()> {
     match cmd {
         PriorCommand::Train(a) => run_train(a),
         PriorCommand::Sample(a) => run_sample(a),
+        PriorCommand::Stats(a) => run_stats(a),
     }
 }
 
@@ -315,75 +350,34 @@ fn run_sample(a: SampleArgs) -> anyhow::Result<()> {
     }
     let dev = device(a.device)?;
     let model = load_prior(&a.prior, &dev)?;
-    let sde = *model.sde();
     let cfg = model.config().clone();
     let size = model.image_size();
-    let mut rng = StdRng::seed_from_u64(a.seed);
-    let evals_per_step = match a.sampler {
-        SamplerArg::Em => 1,
-        SamplerArg::Pc => 1 + a.corrector_steps,
-        SamplerArg::Ode => 2,
+    let pb = progress_bar(a.quiet, a.n.div_ceil(a.batch) * a.steps);
+    let draw = Draw {
+        n: a.n,
+        steps: a.steps,
+        sampler: a.sampler,
+        snr: a.snr,
+        corrector_steps: a.corrector_steps,
+        batch: a.batch,
+        seed: a.seed,
+        denoise: a.denoise,
     };
-    let nbatches = a.n.div_ceil(a.batch);
-    let pb = if a.quiet {
-        ProgressBar::hidden()
-    } else {
-        let pb = ProgressBar::new((nbatches * a.steps) as u64);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} steps  eta {eta}",
-            )
-            .unwrap()
-            .progress_chars("=> "),
-        );
-        pb
-    };
-    let score = |x: &Tensor, t: f64| model.score(x, t);
-    let mut out: Vec<f32> = Vec::with_capacity(a.n * size * size);
-    let mut done = 0;
-    while done < a.n {
-        let b = a.batch.min(a.n - done);
-        let x0 = sample::gaussian_like(
-            &Tensor::zeros((b, 1, size, size), candle_core::DType::F32, &dev)?,
-            &mut rng,
-        )?
-        .affine(sde.prior_std(), 0.0)?;
-        let x = match a.sampler {
-            SamplerArg::Em => {
-                sample::euler_maruyama(&score, &sde, &x0, a.steps, cfg.t_eps, &mut rng, Some(&pb))?
-            }
-            SamplerArg::Pc => sample::predictor_corrector(
-                &score,
-                &sde,
-                &x0,
-                a.steps,
-                a.snr,
-                a.corrector_steps,
-                cfg.t_eps,
-                &mut rng,
-                Some(&pb),
-            )?,
-            SamplerArg::Ode => {
-                sample::probability_flow_heun(&score, &sde, &x0, a.steps, cfg.t_eps, Some(&pb))?
-            }
-        };
-        let x = if a.denoise {
-            model.denoise(&x, cfg.t_eps)?
-        } else {
-            x
-        };
-        let v: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        out.extend(v);
-        done += b;
-    }
+    let mut out = draw_samples(&model, &draw, &pb)?;
     pb.finish_and_clear();
-    let _ = evals_per_step;
     if a.physical {
         for v in out.iter_mut() {
             *v = cfg.normalisation.to_physical(*v);
         }
     }
-    write_fits_cube(&a.out, &out, a.n, size, size, &cfg, &a)?;
+    let meta = CubeMeta {
+        physical: a.physical,
+        sampler: a.sampler,
+        steps: a.steps,
+        seed: a.seed,
+        prior: &a.prior,
+    };
+    write_fits_cube(&a.out, &out, a.n, size, size, &cfg, &meta)?;
     let png = a.out.with_extension("png");
     let imgs: Vec<&[f32]> = out.chunks(size * size).collect();
     let ncols = (a.n as f64).sqrt().ceil() as usize;
@@ -401,6 +395,293 @@ fn run_sample(a: SampleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
+    use crate::prior::stats;
+    use crate::report::plot_util::{line_plot, Series};
+    use plotters::style::RGBColor;
+    tune_malloc();
+    if a.n == 0 || a.steps == 0 || a.batch == 0 || a.bins == 0 {
+        bail!("--n, --steps, --batch and --bins must be positive");
+    }
+    let dev = device(a.device)?;
+    let model = load_prior(&a.prior, &dev)?;
+    let cfg = model.config().clone();
+    let size = model.image_size();
+    let raw = data::read_images(&a.data)?;
+    let norm = match cfg.normalisation {
+        data::Normalisation::PerImagePeak { .. } => NormKind::PerImagePeak,
+        _ => NormKind::GlobalMinMax,
+    };
+    let pp = Preprocess {
+        size,
+        crop: None,
+        resample: Resample::Area,
+        norm,
+    };
+    let ds = data::prepare(&raw, &pp, &a.data)?;
+    let mut idx: Vec<usize> = (0..ds.images.n).collect();
+    {
+        use rand::seq::SliceRandom;
+        idx.shuffle(&mut StdRng::seed_from_u64(a.seed ^ 0x7a11));
+    }
+    idx.truncate(a.n);
+    let training: Vec<&[f32]> = idx.iter().map(|&i| ds.images.image(i)).collect();
+
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create output folder {}", a.out.display()))?;
+    let pb = progress_bar(a.quiet, a.n.div_ceil(a.batch) * a.steps);
+    let draw = Draw {
+        n: a.n,
+        steps: a.steps,
+        sampler: a.sampler,
+        snr: 0.16,
+        corrector_steps: 1,
+        batch: a.batch,
+        seed: a.seed,
+        denoise: true,
+    };
+    let t0 = std::time::Instant::now();
+    let out = draw_samples(&model, &draw, &pb)?;
+    pb.finish_and_clear();
+    let secs = t0.elapsed().as_secs_f64();
+    let samples: Vec<&[f32]> = out.chunks(size * size).collect();
+    let meta = CubeMeta {
+        physical: false,
+        sampler: a.sampler,
+        steps: a.steps,
+        seed: a.seed,
+        prior: &a.prior,
+    };
+    write_fits_cube(
+        &a.out.join("samples.fits"),
+        &out,
+        a.n,
+        size,
+        size,
+        &cfg,
+        &meta,
+    )?;
+
+    let c = stats::compare(&training, &samples, size, a.bins);
+    // Training images on the top rows, samples below, each on its own grey scale.
+    let shown = 8.min(a.n);
+    let mut grid: Vec<&[f32]> = training[..shown].to_vec();
+    grid.extend_from_slice(&samples[..shown]);
+    let zoom = (128 / size).max(1);
+    crate::report::plot_util::image_grid(
+        &a.out.join("compare.png"),
+        &grid,
+        size,
+        size,
+        shown.min(8),
+        zoom,
+        None,
+    )?;
+    let blue = RGBColor(31, 119, 180);
+    let orange = RGBColor(255, 127, 14);
+    let centres: Vec<f64> = c.edges.windows(2).map(|w| 0.5 * (w[0] + w[1])).collect();
+    let pts =
+        |v: &[f64]| -> Vec<(f64, f64)> { centres.iter().copied().zip(v.iter().copied()).collect() };
+    let (ht, hs) = (pts(&c.training.histogram), pts(&c.samples.histogram));
+    line_plot(
+        &a.out.join("pixels.png"),
+        &format!("Pixel values (KS distance {:.3})", c.ks_pixels),
+        "pixel value (model units)",
+        "density",
+        &[
+            Series {
+                name: "training",
+                points: &ht,
+                color: blue,
+            },
+            Series {
+                name: "prior samples",
+                points: &hs,
+                color: orange,
+            },
+        ],
+        true,
+    )?;
+    let flux_edges = {
+        let all = c.training.flux.iter().chain(&c.samples.flux);
+        let lo = all.clone().cloned().fold(f64::MAX, f64::min);
+        let hi = all.cloned().fold(f64::MIN, f64::max).max(lo + 1e-9);
+        (0..=a.bins)
+            .map(|i| lo + (hi - lo) * i as f64 / a.bins as f64)
+            .collect::<Vec<f64>>()
+    };
+    let flux_density = |f: &[f64]| -> Vec<(f64, f64)> {
+        let as32: Vec<f32> = f.iter().map(|&v| v as f32).collect();
+        let h = stats::pixel_histogram(&[&as32], &flux_edges);
+        flux_edges
+            .windows(2)
+            .map(|w| 0.5 * (w[0] + w[1]))
+            .zip(h)
+            .collect()
+    };
+    let (ft, fs) = (
+        flux_density(&c.training.flux),
+        flux_density(&c.samples.flux),
+    );
+    line_plot(
+        &a.out.join("flux.png"),
+        &format!("Total flux (KS distance {:.3})", c.ks_flux),
+        "total flux (model units)",
+        "density",
+        &[
+            Series {
+                name: "training",
+                points: &ft,
+                color: blue,
+            },
+            Series {
+                name: "prior samples",
+                points: &fs,
+                color: orange,
+            },
+        ],
+        false,
+    )?;
+    let spec = |p: &[f64]| -> Vec<(f64, f64)> {
+        p.iter()
+            .enumerate()
+            .skip(1)
+            .map(|(k, &v)| (k as f64, v))
+            .collect()
+    };
+    let (pt, ps) = (spec(&c.training.power), spec(&c.samples.power));
+    line_plot(
+        &a.out.join("power.png"),
+        &format!(
+            "Radial power spectrum (max |log10 ratio| {:.2})",
+            c.power_max_abs_log_ratio
+        ),
+        "k (cycles per image)",
+        "power",
+        &[
+            Series {
+                name: "training",
+                points: &pt,
+                color: blue,
+            },
+            Series {
+                name: "prior samples",
+                points: &ps,
+                color: orange,
+            },
+        ],
+        true,
+    )?;
+    let json = serde_json::json!({
+        "prior": a.prior,
+        "data": a.data,
+        "n": a.n,
+        "steps": a.steps,
+        "sampler": format!("{:?}", a.sampler),
+        "seed": a.seed,
+        "sampling_seconds": secs,
+        "comparison": c,
+    });
+    let jp = a.out.join("stats.json");
+    crate::io::write_atomic(&jp, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("cannot write {}", jp.display()))?;
+    eprintln!(
+        "{} samples vs {} training images: KS pixels {:.3}, KS flux {:.3} (flux mean {:.1} vs {:.1}), \
+         max |log10 power ratio| {:.2}; sampling took {:.0} s; results in {}",
+        a.n,
+        training.len(),
+        c.ks_pixels,
+        c.ks_flux,
+        c.samples.flux_mean,
+        c.training.flux_mean,
+        c.power_max_abs_log_ratio,
+        secs,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// What a sample cube's header records of how it was drawn.
+struct CubeMeta<'a> {
+    physical: bool,
+    sampler: SamplerArg,
+    steps: usize,
+    seed: u64,
+    prior: &'a str,
+}
+
+/// How to draw unconditional samples.
+struct Draw {
+    n: usize,
+    steps: usize,
+    sampler: SamplerArg,
+    snr: f64,
+    corrector_steps: usize,
+    batch: usize,
+    seed: u64,
+    denoise: bool,
+}
+
+fn progress_bar(quiet: bool, len: usize) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} steps  eta {eta}")
+            .unwrap()
+            .progress_chars("=> "),
+    );
+    pb
+}
+
+/// Unconditional samples in model units, `d.n` images of `size²` concatenated.
+fn draw_samples(model: &ScoreModel, d: &Draw, pb: &ProgressBar) -> anyhow::Result<Vec<f32>> {
+    let sde = *model.sde();
+    let t_eps = model.config().t_eps;
+    let size = model.image_size();
+    let dev = model.device().clone();
+    let mut rng = StdRng::seed_from_u64(d.seed);
+    let score = |x: &Tensor, t: f64| model.score(x, t);
+    let mut out: Vec<f32> = Vec::with_capacity(d.n * size * size);
+    let mut done = 0;
+    while done < d.n {
+        let b = d.batch.min(d.n - done);
+        let x0 = sample::gaussian_like(
+            &Tensor::zeros((b, 1, size, size), candle_core::DType::F32, &dev)?,
+            &mut rng,
+        )?
+        .affine(sde.prior_std(), 0.0)?;
+        let x = match d.sampler {
+            SamplerArg::Em => {
+                sample::euler_maruyama(&score, &sde, &x0, d.steps, t_eps, &mut rng, Some(pb))?
+            }
+            SamplerArg::Pc => sample::predictor_corrector(
+                &score,
+                &sde,
+                &x0,
+                d.steps,
+                d.snr,
+                d.corrector_steps,
+                t_eps,
+                &mut rng,
+                Some(pb),
+            )?,
+            SamplerArg::Ode => {
+                sample::probability_flow_heun(&score, &sde, &x0, d.steps, t_eps, Some(pb))?
+            }
+        };
+        let x = if d.denoise {
+            model.denoise(&x, t_eps)?
+        } else {
+            x
+        };
+        out.extend(x.flatten_all()?.to_vec1::<f32>()?);
+        done += b;
+    }
+    Ok(out)
+}
+
 /// Writes an N×H×W float32 cube (no sky WCS: prior samples are not on the sky) through a
 /// temporary file renamed into place.
 fn write_fits_cube(
@@ -410,7 +691,7 @@ fn write_fits_cube(
     h: usize,
     w: usize,
     cfg: &crate::prior::CheckpointConfig,
-    a: &SampleArgs,
+    meta: &CubeMeta,
 ) -> anyhow::Result<()> {
     use fitsio::images::{ImageDescription, ImageType};
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
@@ -436,17 +717,17 @@ fn write_fits_cube(
             .with_context(|| format!("cannot create {}", tmp.display()))?;
         let hdu = f.primary_hdu().context("primary HDU")?;
         hdu.write_image(&mut f, data).context("writing samples")?;
-        let units = if a.physical {
+        let units = if meta.physical {
             "training-data units"
         } else {
             "model units"
         };
         hdu.write_key(&mut f, "BUNIT", units)?;
-        hdu.write_key(&mut f, "SAMPLER", format!("{:?}", a.sampler).as_str())?;
-        hdu.write_key(&mut f, "NSTEPS", a.steps as i64)?;
-        hdu.write_key(&mut f, "SEED", a.seed as i64)?;
+        hdu.write_key(&mut f, "SAMPLER", format!("{:?}", meta.sampler).as_str())?;
+        hdu.write_key(&mut f, "NSTEPS", meta.steps as i64)?;
+        hdu.write_key(&mut f, "SEED", meta.seed as i64)?;
         hdu.write_key(&mut f, "SDE", cfg.sde.name())?;
-        hdu.write_key(&mut f, "PRIOR", a.prior.as_str())?;
+        hdu.write_key(&mut f, "PRIOR", meta.prior)?;
         hdu.write_key(&mut f, "NORMSCL", cfg.normalisation.scale())?;
         hdu.write_key(&mut f, "NORMOFF", cfg.normalisation.offset())?;
     }

@@ -21,3 +21,17 @@ pub use wcs::{Beam, HeaderValue, SkyHeader, SkyWcs};
 
 #[cfg(test)]
 mod tests;
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same directory (so the rename
+/// cannot cross file systems), then a rename, so a reader or an interrupted run never sees half
+/// a file. For the JSON and text products beside the FITS files.
+pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::other(format!("{}: not a file path", path.display())))?;
+    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
+}

@@ -9,6 +9,7 @@ pub mod default;
 pub mod model;
 pub mod ops;
 pub mod sde;
+pub mod stats;
 pub mod train;
 
 use std::path::PathBuf;
