@@ -98,3 +98,141 @@ pub fn assert_adjoint(op: &dyn ForwardOperator, tol: f64) {
         "diag_aat must be finite and non-negative"
     );
 }
+
+/// Exact `diag(A Aᵀ)` of a small operator from its columns `A e_j` (`image_len` forward calls).
+pub fn exact_diag_aat(op: &dyn ForwardOperator) -> Vec<f64> {
+    let (n_in, n_out) = (op.image_len(), op.data_len());
+    let mut acc = vec![0f64; n_out];
+    let mut e = vec![0f32; n_in];
+    let mut col = vec![0f32; n_out];
+    for j in 0..n_in {
+        e[j] = 1.0;
+        op.forward(&e, &mut col);
+        e[j] = 0.0;
+        acc.iter_mut()
+            .zip(&col)
+            .for_each(|(a, &c)| *a += (c as f64).powi(2));
+    }
+    acc
+}
+
+/// Tolerances of [`check_operator_with`].
+#[derive(Clone, Copy, Debug)]
+pub struct CheckTolerances {
+    /// Dot-product test, relative to the Cauchy–Schwarz bound.
+    pub adjoint: f64,
+    /// Linearity `A(a x + b y) = a A x + b A y`, relative to the norms.
+    pub linearity: f64,
+    /// `max_k |diag_k − exact_k| / max_k exact_k` (checked when `image_len ≤ 4096`).
+    pub diag: f64,
+}
+
+impl Default for CheckTolerances {
+    fn default() -> Self {
+        Self {
+            adjoint: 1e-5,
+            linearity: 1e-5,
+            diag: 1e-4,
+        }
+    }
+}
+
+/// [`check_operator_with`] at the default tolerances.
+pub fn check_operator(op: &dyn ForwardOperator, seed: u64) {
+    check_operator_with(op, seed, CheckTolerances::default())
+}
+
+/// The suite every operator must pass, panicking with the numbers on a failure: shapes, the
+/// dot-product adjoint test on three seeds, linearity of forward and adjoint, and `diag_aat`
+/// against the exact `diag(A Aᵀ)` from the columns (for operators of ≤ 4096 pixels).
+pub fn check_operator_with(op: &dyn ForwardOperator, seed: u64, tol: CheckTolerances) {
+    let [ny, nx] = op.image_shape();
+    let (n_in, n_out) = (op.image_len(), op.data_len());
+    assert_eq!(n_in, ny * nx, "image_len must be ny·nx");
+    assert!(n_in > 0 && n_out > 0, "empty operator");
+
+    for s in 0..3 {
+        let t = dot_test(op, seed.wrapping_add(s));
+        assert!(
+            t.rel_err <= tol.adjoint,
+            "dot-product test (seed {}): <Ax,y> = {}, <x,A^T y> = {}, rel {:.3e} > {:e}",
+            seed + s,
+            t.lhs,
+            t.rhs,
+            t.rel_err,
+            tol.adjoint
+        );
+    }
+
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xA5A5);
+    let f32v = |v: Vec<f64>| -> Vec<f32> { v.into_iter().map(|x| x as f32).collect() };
+    let (a, b) = (0.7f32, -1.3f32);
+    for (n, m, apply) in [
+        (n_in, n_out, true),  // forward
+        (n_out, n_in, false), // adjoint
+    ] {
+        let x = f32v(normal_vec(&mut rng, n));
+        let y = f32v(normal_vec(&mut rng, n));
+        let run = |v: &[f32]| {
+            let mut o = vec![f32::NAN; m];
+            if apply {
+                op.forward(v, &mut o)
+            } else {
+                op.adjoint(v, &mut o)
+            }
+            o
+        };
+        let z: Vec<f32> = x.iter().zip(&y).map(|(p, q)| a * p + b * q).collect();
+        let (ax, ay, az) = (run(&x), run(&y), run(&z));
+        assert!(
+            az.iter().all(|v| v.is_finite()),
+            "{} output has non-finite values (or was not fully written)",
+            if apply { "forward" } else { "adjoint" }
+        );
+        let err: f64 = az
+            .iter()
+            .zip(ax.iter().zip(&ay))
+            .map(|(&r, (&p, &q))| (r as f64 - (a * p + b * q) as f64).powi(2))
+            .sum::<f64>()
+            .sqrt();
+        let scale: f64 = ax
+            .iter()
+            .chain(&ay)
+            .map(|&v| (v as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+            * 2.0;
+        assert!(
+            err <= tol.linearity * scale.max(f64::MIN_POSITIVE),
+            "{} is not linear: error {err:.3e} vs scale {scale:.3e}",
+            if apply { "forward" } else { "adjoint" }
+        );
+    }
+
+    let d = op.diag_aat();
+    assert_eq!(d.len(), n_out, "diag_aat length");
+    assert!(
+        d.iter().all(|v| v.is_finite() && *v >= 0.0),
+        "diag_aat must be finite and non-negative"
+    );
+    if n_in <= 4096 {
+        let exact = exact_diag_aat(op);
+        let top = exact.iter().cloned().fold(0.0, f64::max);
+        let (k, worst) = d
+            .iter()
+            .zip(&exact)
+            .map(|(&g, &e)| (g as f64 - e).abs())
+            .enumerate()
+            .fold(
+                (0, 0.0),
+                |(bk, bw), (k, w)| if w > bw { (k, w) } else { (bk, bw) },
+            );
+        assert!(
+            worst <= tol.diag * top,
+            "diag_aat[{k}] = {} but exact diag(AAᵀ) = {} (max {top:.4e}, tolerance {:e})",
+            d[k],
+            exact[k],
+            tol.diag
+        );
+    }
+}
