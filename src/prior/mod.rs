@@ -6,6 +6,7 @@
 pub mod checkpoint;
 pub mod data;
 pub mod default;
+pub mod fast_conv;
 pub mod model;
 pub mod ops;
 pub mod sde;

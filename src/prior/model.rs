@@ -139,28 +139,13 @@ impl Conv {
 
 impl Module for Conv {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let (b, c, h, w) = x.dims4()?;
-        let (o, _, k, _) = self.w.dims4()?;
-        // im2col + one GEMM. candle's own conv2d is fine forward, but its input gradient is a
-        // naive conv_transpose2d loop (10× the forward time here); this backward is a GEMM
-        // plus a col2im pass.
-        if k == 1 {
-            let y = self
-                .w
-                .reshape((o, c))?
-                .broadcast_left(b)?
-                .matmul(&x.reshape((b, c, h * w))?)?;
-            return y
-                .broadcast_add(&self.b.reshape((1, (), 1))?)?
-                .reshape((b, o, h, w));
+        let k = self.w.dim(3)?;
+        if super::ops::stock_kernels() {
+            return super::fast_conv::conv2d_ref(x, &self.w, &self.b, k / 2);
         }
-        let wb = Tensor::cat(
-            &[self.w.reshape((o, c * k * k))?, self.b.reshape((o, 1))?],
-            1,
-        )?;
-        wb.broadcast_left(b)?
-            .matmul(&super::ops::im2col(x, k)?)?
-            .reshape((b, o, h, w))
+        // im2col + GEMM forward and backward; candle's conv2d input gradient is a naive
+        // conv_transpose2d loop (10× the forward time here).
+        super::fast_conv::conv2d(x, &self.w, &self.b, k / 2)
     }
 }
 

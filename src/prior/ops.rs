@@ -5,8 +5,26 @@
 //! forward and two per group backward cut that several-fold. Other devices use the composed
 //! version (`group_norm_ref`), which is also the reference in the tests.
 
+use std::cell::Cell;
+
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
+
+thread_local! {
+    static STOCK: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Routes the network's convolutions and group norms, when built on this thread, through
+/// candle's stock ops instead of this crate's CPU kernels (off by default). For benchmarks and
+/// tests that compare the two paths; per thread so that parallel tests cannot see each other's.
+pub fn set_stock_kernels(on: bool) {
+    STOCK.with(|s| s.set(on));
+}
+
+/// Whether [`set_stock_kernels`] is on for this thread.
+pub fn stock_kernels() -> bool {
+    STOCK.with(|s| s.get())
+}
 
 struct GroupNormOp {
     groups: usize,
@@ -173,7 +191,7 @@ pub fn group_norm(
     eps: f64,
     silu: bool,
 ) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && !stock_kernels() {
         x.contiguous()?
             .apply_op3(gamma, beta, GroupNormOp { groups, eps, silu })
     } else {

@@ -1,0 +1,610 @@
+//! A CPU 2-D convolution (stride 1, zero padding) as a candle custom op, with its backward.
+//!
+//! candle's own `conv2d` is a reasonable forward, but its input gradient is a direct
+//! `conv_transpose2d` loop and its weight gradient another convolution: about ten times the
+//! forward on the U-Net's shapes. Here all three products are GEMMs (the `gemm` crate, as
+//! candle's matmul) on im2col columns:
+//!
+//! * forward, per image: `Y = W · cols(X) + b`;
+//! * input gradient, per image: `dX = col2im(Wᵀ · dY)`;
+//! * weight gradient: `dW = Σ_images dY · cols(X)ᵀ`, `db = Σ dY`.
+//!
+//! Images are spread over the rayon pool (one single-threaded GEMM each), which keeps both
+//! cores busy on the small channel counts of a score network where a multithreaded GEMM per
+//! image would mostly synchronise. Columns are built a band of output rows at a time into a
+//! per-thread scratch buffer, so the working set stays bounded at any image size and nothing
+//! of image size is allocated per call beyond the outputs. The columns are rebuilt in the
+//! backward rather than kept from the forward.
+//!
+//! Other devices and dtypes fall back to candle's `conv2d` (see [`conv2d`]).
+
+use std::cell::RefCell;
+
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Scratch floats per thread for a band of columns (4 MiB): the band's rows are chosen to fit.
+const BAND_FLOATS: usize = 1 << 20;
+
+thread_local! {
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Geometry of one convolution.
+#[derive(Debug, Clone, Copy)]
+struct Geom {
+    /// Batch, input channels, input height and width.
+    b: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    /// Output channels, kernel side, padding.
+    o: usize,
+    k: usize,
+    p: usize,
+    /// Scratch budget for one band of columns (floats).
+    band_floats: usize,
+}
+
+impl Geom {
+    fn ho(&self) -> usize {
+        self.h + 2 * self.p + 1 - self.k
+    }
+    fn wo(&self) -> usize {
+        self.w + 2 * self.p + 1 - self.k
+    }
+    /// Rows of the column matrix, `C·k²`.
+    fn ck2(&self) -> usize {
+        self.c * self.k * self.k
+    }
+    /// A 1×1 unpadded convolution needs no columns: the image is its own column matrix.
+    fn pointwise(&self) -> bool {
+        self.k == 1 && self.p == 0
+    }
+    /// Output rows per band of columns.
+    fn band_rows(&self) -> usize {
+        (self.band_floats / (self.ck2() * self.wo()).max(1)).clamp(1, self.ho())
+    }
+}
+
+/// Columns of output rows `r0..r1` of one image `x` (C, H, W):
+/// `cols[(ci·k + ky)·k + kx][(y − r0)·Wo + xo] = x[ci][y + ky − p][xo + kx − p]` (0 outside).
+fn im2col_band(x: &[f32], g: &Geom, r0: usize, r1: usize, cols: &mut [f32]) {
+    let (h, w, k, p, wo) = (g.h, g.w, g.k, g.p, g.wo());
+    let n = (r1 - r0) * wo;
+    for ci in 0..g.c {
+        let src = &x[ci * h * w..(ci + 1) * h * w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &mut cols[((ci * k + ky) * k + kx) * n..][..n];
+                // Output columns whose input column is inside the image.
+                let x0 = p.saturating_sub(kx).min(wo);
+                let x1 = (w + p).saturating_sub(kx).min(wo).max(x0);
+                for y in r0..r1 {
+                    let d = &mut row[(y - r0) * wo..(y - r0 + 1) * wo];
+                    let sy = y + ky;
+                    if sy < p || sy - p >= h {
+                        d.fill(0.0);
+                        continue;
+                    }
+                    let s = &src[(sy - p) * w..(sy - p + 1) * w];
+                    d[..x0].fill(0.0);
+                    d[x1..].fill(0.0);
+                    let sx0 = x0 + kx - p;
+                    d[x0..x1].copy_from_slice(&s[sx0..sx0 + (x1 - x0)]);
+                }
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col_band`]: adds the band's columns onto the image gradient `dx`.
+fn col2im_band(cols: &[f32], g: &Geom, r0: usize, r1: usize, dx: &mut [f32]) {
+    let (h, w, k, p, wo) = (g.h, g.w, g.k, g.p, g.wo());
+    let n = (r1 - r0) * wo;
+    for ci in 0..g.c {
+        let dst = &mut dx[ci * h * w..(ci + 1) * h * w];
+        for ky in 0..k {
+            for kx in 0..k {
+                let row = &cols[((ci * k + ky) * k + kx) * n..][..n];
+                let x0 = p.saturating_sub(kx).min(wo);
+                let x1 = (w + p).saturating_sub(kx).min(wo).max(x0);
+                for y in r0..r1 {
+                    let sy = y + ky;
+                    if sy < p || sy - p >= h {
+                        continue;
+                    }
+                    let s = &row[(y - r0) * wo + x0..(y - r0) * wo + x1];
+                    let sx0 = x0 + kx - p;
+                    let d = &mut dst[(sy - p) * w + sx0..(sy - p) * w + sx0 + (x1 - x0)];
+                    for (a, b) in d.iter_mut().zip(s) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row-major strided matrix operand.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+}
+
+/// `dst (m×n, row stride dst_rs) = [dst +] lhs (m×k) · rhs (k×n)`, single-threaded.
+///
+/// # Safety
+/// Every operand must cover the extent its dimensions and strides address.
+unsafe fn sgemm(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: Mat,
+    rhs: Mat,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.ptr,
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.ptr,
+        rhs.cs as isize,
+        rhs.rs as isize,
+        1.0f32,
+        1.0f32,
+        false,
+        false,
+        false,
+        gemm::Parallelism::None,
+    )
+}
+
+/// Runs `f` with this thread's two scratch buffers grown to at least `n1` and `n2` floats.
+fn with_scratch<R>(n1: usize, n2: usize, f: impl FnOnce(&mut [f32], &mut [f32]) -> R) -> R {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        let (a, b) = &mut *s;
+        if a.len() < n1 {
+            a.resize(n1, 0.0);
+        }
+        if b.len() < n2 {
+            b.resize(n2, 0.0);
+        }
+        f(&mut a[..n1], &mut b[..n2])
+    })
+}
+
+/// Images per rayon job: one contiguous run of images per thread.
+fn images_per_job(b: usize) -> usize {
+    b.div_ceil(rayon::current_num_threads().max(1)).max(1)
+}
+
+fn conv_forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
+    let (ho, wo, ck2, o) = (g.ho(), g.wo(), g.ck2(), g.o);
+    let (in_sz, out_sz) = (g.c * g.h * g.w, o * ho * wo);
+    let mut y = vec![0f32; g.b * out_sz];
+    let per = images_per_job(g.b);
+    let band = g.band_rows();
+    y.par_chunks_mut(per * out_sz)
+        .enumerate()
+        .for_each(|(job, ys)| {
+            let wm = Mat {
+                ptr: wt.as_ptr(),
+                rs: ck2,
+                cs: 1,
+            };
+            let cols_len = if g.pointwise() { 0 } else { ck2 * band * wo };
+            with_scratch(cols_len, 0, |cols, _| {
+                for (i, yb) in ys.chunks_mut(out_sz).enumerate() {
+                    let xb = &x[(job * per + i) * in_sz..][..in_sz];
+                    for (oc, row) in yb.chunks_mut(ho * wo).enumerate() {
+                        row.fill(bias[oc]);
+                    }
+                    let mut r0 = 0;
+                    while r0 < ho {
+                        let r1 = (r0 + band).min(ho);
+                        let n = (r1 - r0) * wo;
+                        let rhs = if g.pointwise() {
+                            Mat {
+                                ptr: xb[r0 * wo..].as_ptr(),
+                                rs: ho * wo,
+                                cs: 1,
+                            }
+                        } else {
+                            im2col_band(xb, g, r0, r1, cols);
+                            Mat {
+                                ptr: cols.as_ptr(),
+                                rs: n,
+                                cs: 1,
+                            }
+                        };
+                        // SAFETY: W is o×ck2, the columns ck2×n, the output band o×n with
+                        // row stride ho·wo inside yb.
+                        unsafe {
+                            sgemm(
+                                o,
+                                n,
+                                ck2,
+                                yb[r0 * wo..].as_mut_ptr(),
+                                ho * wo,
+                                true,
+                                wm,
+                                rhs,
+                            )
+                        };
+                        r0 = r1;
+                    }
+                }
+            })
+        });
+    y
+}
+
+/// Gradients of the input, weight and bias.
+fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let (ho, wo, ck2, o) = (g.ho(), g.wo(), g.ck2(), g.o);
+    let (in_sz, out_sz) = (g.c * g.h * g.w, o * ho * wo);
+    let mut dx = vec![0f32; g.b * in_sz];
+    let per = images_per_job(g.b);
+    let band = g.band_rows();
+    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
+        .par_chunks_mut(per * in_sz)
+        .enumerate()
+        .map(|(job, dxs)| {
+            // Wᵀ as a strided view: ck2×o.
+            let wt_t = Mat {
+                ptr: wt.as_ptr(),
+                rs: 1,
+                cs: ck2,
+            };
+            let mut dw = vec![0f32; o * ck2];
+            let mut db = vec![0f32; o];
+            let cols_len = if g.pointwise() { 0 } else { ck2 * band * wo };
+            with_scratch(cols_len, cols_len, |cols, dcols| {
+                for (i, dxb) in dxs.chunks_mut(in_sz).enumerate() {
+                    let bi = job * per + i;
+                    let xb = &x[bi * in_sz..][..in_sz];
+                    let dyb = &dy[bi * out_sz..][..out_sz];
+                    for (oc, row) in dyb.chunks(ho * wo).enumerate() {
+                        db[oc] += row.iter().sum::<f32>();
+                    }
+                    let mut r0 = 0;
+                    while r0 < ho {
+                        let r1 = (r0 + band).min(ho);
+                        let n = (r1 - r0) * wo;
+                        let dyv = Mat {
+                            ptr: dyb[r0 * wo..].as_ptr(),
+                            rs: ho * wo,
+                            cs: 1,
+                        };
+                        if g.pointwise() {
+                            let xv = Mat {
+                                ptr: xb[r0 * wo..].as_ptr(),
+                                rs: 1,
+                                cs: ho * wo,
+                            };
+                            // SAFETY: dY band o×n, Xᵀ band n×c, dW o×c; dX band c×n with
+                            // row stride h·w (= ho·wo) inside dxb.
+                            unsafe {
+                                sgemm(o, ck2, n, dw.as_mut_ptr(), ck2, true, dyv, xv);
+                                sgemm(
+                                    ck2,
+                                    n,
+                                    o,
+                                    dxb[r0 * wo..].as_mut_ptr(),
+                                    ho * wo,
+                                    false,
+                                    wt_t,
+                                    dyv,
+                                );
+                            }
+                        } else {
+                            im2col_band(xb, g, r0, r1, cols);
+                            let cv = Mat {
+                                ptr: cols.as_ptr(),
+                                rs: 1,
+                                cs: n,
+                            };
+                            // SAFETY: dY band o×n, colsᵀ n×ck2, dW o×ck2; Wᵀ ck2×o and the
+                            // column gradient ck2×n in scratch.
+                            unsafe {
+                                sgemm(o, ck2, n, dw.as_mut_ptr(), ck2, true, dyv, cv);
+                                sgemm(ck2, n, o, dcols.as_mut_ptr(), n, false, wt_t, dyv);
+                            }
+                            col2im_band(&dcols[..ck2 * n], g, r0, r1, dxb);
+                        }
+                        r0 = r1;
+                    }
+                }
+            });
+            (dw, db)
+        })
+        .collect();
+    let mut dw = vec![0f32; o * ck2];
+    let mut db = vec![0f32; o];
+    for (pw, pb) in partial {
+        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
+    }
+    (dx, dw, db)
+}
+
+fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+    let v = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        _ => candle_core::bail!("conv2d: {what} must be f32"),
+    };
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&v[a..b]),
+        None => candle_core::bail!("conv2d: {what} must be contiguous"),
+    }
+}
+
+/// Runs `f` on the contiguous f32 CPU data of `t`.
+fn with_cpu_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(cs) => Ok(f(f32_slice(cs, l, what)?)),
+        _ => candle_core::bail!("conv2d: {what} must be on the CPU"),
+    }
+}
+
+struct Conv2d {
+    padding: usize,
+    band_floats: usize,
+}
+
+impl Conv2d {
+    fn geom(&self, x: &Shape, w: &Shape, b: &Shape) -> Result<Geom> {
+        let (bn, c, h, wd) = x.dims4()?;
+        let (o, c2, k, k2) = w.dims4()?;
+        if c2 != c || k2 != k || b.dims() != [o] {
+            candle_core::bail!("conv2d: input {x:?}, weight {w:?} and bias {b:?} do not agree");
+        }
+        if h + 2 * self.padding < k || wd + 2 * self.padding < k {
+            candle_core::bail!(
+                "conv2d: kernel {k} with padding {} does not fit {h}×{wd}",
+                self.padding
+            );
+        }
+        Ok(Geom {
+            b: bn,
+            c,
+            h,
+            w: wd,
+            o,
+            k,
+            p: self.padding,
+            band_floats: self.band_floats,
+        })
+    }
+}
+
+impl CustomOp3 for Conv2d {
+    fn name(&self) -> &'static str {
+        "conv2d-im2col-gemm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geom(l1.shape(), l2.shape(), l3.shape())?;
+        let x = f32_slice(s1, l1, "input")?;
+        let w = f32_slice(s2, l2, "weight")?;
+        let b = f32_slice(s3, l3, "bias")?;
+        let y = conv_forward(x, w, b, &g);
+        Ok((CpuStorage::F32(y), Shape::from((g.b, g.o, g.ho(), g.wo()))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = self.geom(x.shape(), w.shape(), b.shape())?;
+        let grad = grad.contiguous()?;
+        let (dx, dw, db) = with_cpu_f32(x, "input", |xs| {
+            with_cpu_f32(w, "weight", |ws| {
+                with_cpu_f32(&grad, "output gradient", |dys| {
+                    conv_backward(xs, ws, dys, &g)
+                })
+            })
+        })???;
+        let dev = x.device();
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), dev)?),
+            Some(Tensor::from_vec(dw, w.shape(), dev)?),
+            Some(Tensor::from_vec(db, b.shape(), dev)?),
+        ))
+    }
+}
+
+/// `conv2d(x, w) + b` with stride 1 and zero padding `padding` on every side: x (B, C, H, W),
+/// w (O, C, k, k), b (O,). f32 on the CPU uses the GEMM kernels of this module, anything else
+/// candle's `conv2d`.
+pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
+    if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
+        x.contiguous()?.apply_op3(
+            &w.contiguous()?,
+            &b.contiguous()?,
+            Conv2d {
+                padding,
+                band_floats: BAND_FLOATS,
+            },
+        )
+    } else {
+        conv2d_ref(x, w, b, padding)
+    }
+}
+
+/// The same from candle's stock ops (any device; reference for tests).
+pub fn conv2d_ref(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
+    x.conv2d(w, padding, 1, 1, 1)?
+        .broadcast_add(&b.reshape((1, (), 1, 1))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    fn rand_tensor(shape: &[usize], rng: &mut StdRng) -> Tensor {
+        let n: usize = shape.iter().product();
+        let v: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect();
+        Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    }
+
+    fn op(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize, band_floats: usize) -> Tensor {
+        x.apply_op3(
+            w,
+            b,
+            Conv2d {
+                padding,
+                band_floats,
+            },
+        )
+        .unwrap()
+    }
+
+    fn rel_err(a: &Tensor, b: &Tensor) -> f32 {
+        let d = (a - b).unwrap().abs().unwrap().max_all().unwrap();
+        let s = b.abs().unwrap().max_all().unwrap();
+        d.to_scalar::<f32>().unwrap() / s.to_scalar::<f32>().unwrap().max(1e-30)
+    }
+
+    /// (batch, in, out, side, kernel, padding) as the U-Net uses them (3×3 "same", 1×1 skips,
+    /// one input channel in, one out), at small sides; band sizes that split an image into
+    /// several bands and leave a last, shorter one.
+    const CASES: [(usize, usize, usize, usize, usize, usize); 7] = [
+        (3, 1, 8, 9, 3, 1),
+        (2, 8, 1, 8, 3, 1),
+        (3, 12, 8, 7, 3, 1),
+        (2, 16, 24, 6, 1, 0),
+        (1, 5, 4, 5, 3, 0),
+        (2, 3, 4, 6, 5, 2),
+        (5, 6, 6, 4, 3, 1),
+    ];
+
+    #[test]
+    fn matches_candle_conv2d_forward_and_gradients() {
+        let mut rng = StdRng::seed_from_u64(1);
+        for (bn, c, o, s, k, p) in CASES {
+            for band in [1 << 20, c * k * k * s * 2 + 1] {
+                let x = Var::from_tensor(&rand_tensor(&[bn, c, s, s + 1], &mut rng)).unwrap();
+                let w = Var::from_tensor(&rand_tensor(&[o, c, k, k], &mut rng)).unwrap();
+                let b = Var::from_tensor(&rand_tensor(&[o], &mut rng)).unwrap();
+                let y = op(&x, &w, &b, p, band);
+                let yr = conv2d_ref(&x, &w, &b, p).unwrap();
+                assert_eq!(y.dims(), yr.dims());
+                let e = rel_err(&y, &yr);
+                assert!(e < 1e-5, "forward {:?}: {e}", (bn, c, o, s, k, p));
+                let r = rand_tensor(y.dims(), &mut rng);
+                let g = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                let gr = (yr * &r).unwrap().sum_all().unwrap().backward().unwrap();
+                for (name, v) in [("x", &x), ("w", &w), ("b", &b)] {
+                    let e = rel_err(g.get(v).unwrap(), gr.get(v).unwrap());
+                    assert!(
+                        e < 1e-4,
+                        "d{name} {:?} band {band}: {e}",
+                        (bn, c, o, s, k, p)
+                    );
+                }
+            }
+        }
+    }
+
+    /// The loss Σ r⊙conv(x, w, b) is linear in each argument, so a central difference with a
+    /// large step is exact up to rounding: an independent check of all three gradients,
+    /// borders and corners included.
+    #[test]
+    fn gradients_match_finite_differences() {
+        let mut rng = StdRng::seed_from_u64(2);
+        for (bn, c, o, s, k, p) in CASES {
+            let args = [
+                rand_tensor(&[bn, c, s, s], &mut rng),
+                rand_tensor(&[o, c, k, k], &mut rng),
+                rand_tensor(&[o], &mut rng),
+            ];
+            let vars: Vec<Var> = args.iter().map(|t| Var::from_tensor(t).unwrap()).collect();
+            let y = op(&vars[0], &vars[1], &vars[2], p, 200);
+            let r = rand_tensor(y.dims(), &mut rng);
+            let loss = |a: &[Tensor]| -> f64 {
+                let y = op(&a[0], &a[1], &a[2], p, 200);
+                (y.to_dtype(DType::F64).unwrap() * r.to_dtype(DType::F64).unwrap())
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let grads = (y * &r).unwrap().sum_all().unwrap().backward().unwrap();
+            for (ai, var) in vars.iter().enumerate() {
+                let gv: Vec<f32> = grads
+                    .get(var)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let scale = gv.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let n = gv.len();
+                // First, last and a spread of coordinates in between.
+                let mut idx: Vec<usize> = (0..n).step_by((n / 23).max(1)).collect();
+                idx.push(n - 1);
+                for i in idx {
+                    let base: Vec<f32> = args[ai].flatten_all().unwrap().to_vec1().unwrap();
+                    let mut plus = base.clone();
+                    let mut minus = base;
+                    plus[i] += 0.5;
+                    minus[i] -= 0.5;
+                    let at = |v: Vec<f32>| {
+                        let mut a = args.to_vec();
+                        a[ai] = Tensor::from_vec(v, args[ai].shape(), &Device::Cpu).unwrap();
+                        loss(&a)
+                    };
+                    let fd = (at(plus) - at(minus)) as f32;
+                    assert!(
+                        (fd - gv[i]).abs() <= 1e-4 * scale,
+                        "arg {ai} index {i} of {:?}: fd {fd} vs {}",
+                        (bn, c, o, s, k, p),
+                        gv[i]
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let x = rand_tensor(&[1, 3, 5, 5], &mut rng);
+        let w = rand_tensor(&[2, 4, 3, 3], &mut rng);
+        let b = rand_tensor(&[2], &mut rng);
+        assert!(conv2d(&x, &w, &b, 1).is_err());
+        let w = rand_tensor(&[2, 3, 7, 7], &mut rng);
+        assert!(conv2d(&x, &w, &b, 0).is_err());
+    }
+}
