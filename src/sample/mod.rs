@@ -1,5 +1,6 @@
 //! Samplers of the reverse diffusion, generic over the score (prior, or prior + likelihood).
 
+pub mod multi;
 pub mod posterior;
 pub mod sde_samplers;
 
