@@ -479,8 +479,32 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         summary,
     };
     let html = write_report(&name, &report)?;
+    // The same numbers for scripts (calibration studies, pipelines), next to the FITS files.
+    let json = serde_json::json!({
+        "measurement_set": args.vis,
+        "prior": prior_name(&args),
+        "method": format!("{:?}", opts.method).to_lowercase(),
+        "likelihood": format!("{likelihood:?}").to_lowercase(),
+        "samples": samples.len(),
+        "steps": args.steps,
+        "seed": args.seed,
+        "alpha": args.alpha,
+        "image_size": side,
+        "pixel_arcsec": asec(scale),
+        "flux_scale_jy_per_pixel": flux_scale,
+        "noise_factor": factor,
+        "n_visibilities": n_usable,
+        "n_likelihood_data": n_data,
+        "reduced_chi2_mean_image": chi2_mean,
+        "reduced_chi2_samples": chi2,
+        "total_flux_jy": { "mean": fmean, "std": fstd },
+        "sampling_seconds": t_sample.as_secs_f64(),
+    });
+    let jp = p("summary")?.with_extension("json");
+    crate::io::write_atomic(&jp, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("cannot write {}", jp.display()))?;
     println!(
-        "  wrote {name}-samples.fits, -mean, -std, -dirty, -psf and {} in {:.1} s",
+        "  wrote {name}-samples.fits, -mean, -std, -dirty, -psf, -summary.json and {} in {:.1} s",
         html.display(),
         start.elapsed().as_secs_f64()
     );
