@@ -5,6 +5,7 @@ mod common;
 pub mod dirty;
 pub mod image;
 pub mod interrupt;
+pub mod noise;
 pub mod prior;
 pub mod simulate;
 
@@ -37,6 +38,10 @@ pub enum Command {
     /// Score-based priors: train one on galaxy images, or draw samples from one.
     #[command(subcommand)]
     Prior(prior::PriorCommand),
+    /// Learned noise models: train a score network on noise-only cutouts, for the learned
+    /// (score-based) noise likelihood.
+    #[command(subcommand)]
+    Noise(noise::NoiseCommand),
     /// A new Measurement Set like an existing one, with DATA = A·truth + noise.
     ///
     /// Writes a new Measurement Set with the uv coverage, frequencies and metadata of an existing
@@ -54,6 +59,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         (Some(Command::Dirty(args)), _) => dirty::run(args),
         (Some(Command::Image(args)), _) => image::run(args),
         (Some(Command::Prior(cmd)), _) => prior::run(cmd),
+        (Some(Command::Noise(cmd)), _) => noise::run(cmd),
         (Some(Command::Simulate(args)), _) => simulate::run(args),
         (None, Some(vis)) => image::run(image::ImageArgs::defaults_for(vis)),
         (None, None) => {

@@ -5,11 +5,13 @@
 //! [`ForwardOperator`]: crate::operator::ForwardOperator
 
 mod gaussian;
+mod learned;
 
 use rayon::prelude::*;
 use thiserror::Error;
 
 pub use gaussian::GaussianLikelihood;
+pub use learned::{noise_tiles, LearnedNoiseLikelihood};
 
 #[derive(Debug, Error)]
 pub enum LikelihoodError {

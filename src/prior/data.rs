@@ -229,6 +229,10 @@ pub enum Normalisation {
     PerImagePeak { typical_peak: f64 },
     /// One affine map for all images: x = (v − offset) / scale.
     Global { offset: f64, scale: f64 },
+    /// Noise cutouts: every pixel divided by the root mean square of the whole stack, no
+    /// offset, so zero-mean noise keeps its zero and has unit variance (a learned noise
+    /// likelihood reads the noise level from `rms`).
+    NoiseRms { rms: f64 },
 }
 
 impl Normalisation {
@@ -237,11 +241,12 @@ impl Normalisation {
         match self {
             Normalisation::PerImagePeak { typical_peak } => *typical_peak,
             Normalisation::Global { scale, .. } => *scale,
+            Normalisation::NoiseRms { rms } => *rms,
         }
     }
     pub fn offset(&self) -> f64 {
         match self {
-            Normalisation::PerImagePeak { .. } => 0.0,
+            Normalisation::PerImagePeak { .. } | Normalisation::NoiseRms { .. } => 0.0,
             Normalisation::Global { offset, .. } => *offset,
         }
     }
@@ -258,6 +263,9 @@ pub enum NormKind {
     PerImagePeak,
     /// Global min/max of the whole stack to [0, 1].
     GlobalMinMax,
+    /// Divide by the stack's root mean square (noise cutouts: a peak or min/max scale would
+    /// distort zero-mean noise).
+    NoiseRms,
 }
 
 /// Resampling used to bring images to the model size.
@@ -420,6 +428,21 @@ pub fn prepare(raw: &ImageStack, pp: &Preprocess, source: &Path) -> Result<Datas
                 offset: lo as f64,
                 scale,
             }
+        }
+        NormKind::NoiseRms => {
+            let ms = out.data.iter().map(|&v| (v as f64).powi(2)).sum::<f64>()
+                / out.data.len().max(1) as f64;
+            if !(ms.is_finite() && ms > 0.0) {
+                return Err(data_err(
+                    source,
+                    "noise cutouts are all zero (or not finite): no noise level to learn",
+                ));
+            }
+            let rms = ms.sqrt();
+            for v in out.data.iter_mut() {
+                *v = (*v as f64 / rms) as f32;
+            }
+            Normalisation::NoiseRms { rms }
         }
     };
     Ok(Dataset {
