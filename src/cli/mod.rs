@@ -2,9 +2,11 @@
 //! report progress). This is the only layer that uses `anyhow`.
 
 mod common;
+pub mod denoise;
 pub mod dirty;
 pub mod image;
 pub mod interrupt;
+pub mod lens;
 pub mod noise;
 pub mod prior;
 pub mod simulate;
@@ -31,6 +33,11 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Posterior PSF deconvolution of an optical (HST) image: samples, mean, std, residuals.
+    Denoise(denoise::DenoiseArgs),
+    /// Posterior of a lensed source behind a known lens (SIE + shear), from an image or from
+    /// visibilities, with a score-based prior on the source.
+    Lens(lens::LensArgs),
     /// Dirty image and PSF, as `wsclean -niter 0` makes them.
     Dirty(dirty::DirtyArgs),
     /// Posterior imaging: samples, mean and std of the sky with a score-based prior.
@@ -56,6 +63,8 @@ pub enum Command {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     interrupt::install();
     match (cli.command, cli.vis) {
+        (Some(Command::Denoise(args)), _) => denoise::run(args),
+        (Some(Command::Lens(args)), _) => lens::run(args),
         (Some(Command::Dirty(args)), _) => dirty::run(args),
         (Some(Command::Image(args)), _) => image::run(args),
         (Some(Command::Prior(cmd)), _) => prior::run(cmd),
