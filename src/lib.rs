@@ -12,3 +12,4 @@ pub mod operator;
 pub mod prior;
 pub mod report;
 pub mod sample;
+pub mod validate;

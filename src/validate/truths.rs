@@ -1,0 +1,144 @@
+//! Truth images for a calibration run: drawn from the prior itself, or read from a file
+//! (`.npy` stack, FITS cube, or a FITS file with one image per HDU such as the COSMOS/GalSim
+//! galaxy stamps) and brought to the prior's size and units.
+
+use std::path::Path;
+
+use candle_core::{DType, Tensor};
+use indicatif::ProgressBar;
+use rand::rngs::StdRng;
+use rand::SeedableRng;
+
+use super::ValidateError;
+use crate::io::FitsError;
+use crate::prior::data::{center_crop, read_images, resize, ImageStack, Resample};
+use crate::prior::sde::Sde;
+use crate::sample::posterior::PriorScore;
+use crate::sample::{euler_maruyama, gaussian_like};
+
+/// `n` unconditional samples of the prior (Euler–Maruyama, Tweedie-denoised at the last time,
+/// as `interf-image prior sample --denoise` draws them), in the prior's normalised units.
+pub fn from_prior<P: PriorScore + ?Sized>(
+    model: &P,
+    n: usize,
+    steps: usize,
+    batch: usize,
+    seed: u64,
+    progress: Option<&ProgressBar>,
+) -> Result<Vec<Vec<f32>>, ValidateError> {
+    let side = model.image_size();
+    let sde = model.sde();
+    let t_eps = model.t_eps();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let score = |x: &Tensor, t: f64| model.score(x, t);
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let b = batch.max(1).min(n - out.len());
+        let zeros = Tensor::zeros((b, 1, side, side), DType::F32, model.device())?;
+        let x0 = gaussian_like(&zeros, &mut rng)?.affine(sde.prior_std(), 0.0)?;
+        let x = euler_maruyama(&score, sde, &x0, steps, t_eps, &mut rng, progress)?;
+        let x = model.denoise(&x, t_eps)?;
+        let flat: Vec<f32> = x.flatten_all()?.to_vec1()?;
+        out.extend(flat.chunks(side * side).map(|c| c.to_vec()));
+    }
+    Ok(out)
+}
+
+/// How file images are brought to the prior's units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TruthScaling {
+    /// Negatives clipped to 0, each image divided by its own peak: what the prior's training
+    /// images went through (`PerImagePeak`), so truths have the prior's peak of 1.
+    Peak,
+    /// Values taken as Jy/pixel and divided by the flux scale.
+    Physical,
+}
+
+/// Reads truth images and brings each to `side × side` (central square crop, area-averaged
+/// resize) and to the prior's units (see [`TruthScaling`]; `flux_scale` Jy/pixel = 1).
+///
+/// FITS files are read as one image or cube in the first image HDU, or, when the file holds
+/// several image HDUs (each its own size), one image per HDU.
+pub fn from_file(
+    path: &Path,
+    side: usize,
+    scaling: TruthScaling,
+    flux_scale: f64,
+) -> Result<Vec<Vec<f32>>, ValidateError> {
+    let bad = |msg: String| ValidateError::Input(format!("{}: {msg}", path.display()));
+    let ext = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let raw: Vec<(usize, usize, Vec<f32>)> = match ext.as_str() {
+        "fits" | "fit" | "fts" => {
+            let hdus = read_fits_hdus(path).map_err(|e| ValidateError::Input(e.to_string()))?;
+            if hdus.len() > 1 {
+                hdus
+            } else {
+                stack_images(&read_images(path).map_err(|e| bad(e.to_string()))?)
+            }
+        }
+        _ => stack_images(&read_images(path).map_err(|e| ValidateError::Input(e.to_string()))?),
+    };
+    if raw.is_empty() {
+        return Err(bad("no images".into()));
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    for (k, (h, w, img)) in raw.into_iter().enumerate() {
+        if h < 2 || w < 2 {
+            return Err(bad(format!("image {k} is {h}×{w}: too small")));
+        }
+        let s = h.min(w);
+        let c = center_crop(&img, h, w, s, s);
+        let mut r = resize(&c, s, s, side, side, Resample::Area);
+        match scaling {
+            TruthScaling::Peak => {
+                r.iter_mut().for_each(|v| *v = v.max(0.0));
+                let peak = r.iter().cloned().fold(0.0f32, f32::max);
+                if peak <= 0.0 {
+                    return Err(bad(format!("image {k} has no positive pixel")));
+                }
+                r.iter_mut().for_each(|v| *v /= peak);
+            }
+            TruthScaling::Physical => {
+                r.iter_mut()
+                    .for_each(|v| *v = (*v as f64 / flux_scale) as f32);
+            }
+        }
+        if r.iter().any(|v| !v.is_finite()) {
+            return Err(bad(format!("image {k} has non-finite pixels")));
+        }
+        out.push(r);
+    }
+    Ok(out)
+}
+
+fn stack_images(s: &ImageStack) -> Vec<(usize, usize, Vec<f32>)> {
+    (0..s.n).map(|i| (s.h, s.w, s.image(i).to_vec())).collect()
+}
+
+/// Every 2-D image HDU of a FITS file (empty primary HDUs and tables skipped), blanks as 0.
+pub fn read_fits_hdus(path: &Path) -> Result<Vec<(usize, usize, Vec<f32>)>, FitsError> {
+    let mut out = Vec::new();
+    for index in 0.. {
+        match crate::io::read_hdu(path, index) {
+            Ok(img) => {
+                let dims: Vec<usize> = img.shape.iter().copied().filter(|&d| d != 1).collect();
+                if dims.len() == 2 {
+                    let (ny, nx, data) = img.plane();
+                    let data = data
+                        .iter()
+                        .map(|&v| if v.is_finite() { v as f32 } else { 0.0 })
+                        .collect();
+                    out.push((ny, nx, data));
+                }
+            }
+            Err(FitsError::NoSuchHdu { .. }) => break,
+            Err(FitsError::NoImage { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
