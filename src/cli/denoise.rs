@@ -20,7 +20,7 @@ use super::common::{output_path, set_threads};
 use super::image::MethodArg;
 use super::prior::{device, DeviceArg};
 use crate::io::{read_image, write_cube, write_image, CubeAxis, FitsImage, HeaderValue, SkyHeader};
-use crate::likelihood::GaussianLikelihood;
+use crate::likelihood::{GaussianLikelihood, LearnedNoiseLikelihood, LikelihoodScore};
 use crate::operator::{DataWindow, ForwardOperator, Hst, HstOptions, Scaled};
 use crate::prior::{default_prior, ScoreModel};
 use crate::report::denoise::{write_denoise_report, DenoiseReport};
@@ -74,6 +74,11 @@ pub struct DenoiseArgs {
     /// (MiraBest radio galaxies, 64²).
     #[arg(long)]
     pub prior: Option<PathBuf>,
+    /// A learned noise model (checkpoint folder from `interf-image noise train`, trained on
+    /// noise-only cutouts of such images) in place of white Gaussian noise of σ. σ is still
+    /// estimated (or given) for the residual/σ statistics.
+    #[arg(long)]
+    pub noise_model: Option<PathBuf>,
     /// Posterior samples to draw.
     #[arg(long, default_value_t = 16)]
     pub samples: usize,
@@ -382,20 +387,23 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
         _ => (psf_raw.clone(), [ky, kx]),
     };
     let shift = args.shift.as_ref().map_or([0.0, 0.0], |s| [s[0], s[1]]);
-    let hst = Hst::new(
-        &psf_model,
-        psf_shape,
-        [side, side],
-        &HstOptions {
-            factor: f,
-            shift,
-            window: Some(DataWindow {
-                origin: win_origin,
-                shape: win,
-            }),
-        },
-    )
-    .with_context(|| format!("PSF {}", args.psf.display()))?;
+    let make_hst = || {
+        Hst::new(
+            &psf_model,
+            psf_shape,
+            [side, side],
+            &HstOptions {
+                factor: f,
+                shift,
+                window: Some(DataWindow {
+                    origin: win_origin,
+                    shape: win,
+                }),
+            },
+        )
+        .with_context(|| format!("PSF {}", args.psf.display()))
+    };
+    let hst = make_hst()?;
     let mut y = Vec::with_capacity(win[0] * win[1]);
     let mut sig = Vec::with_capacity(win[0] * win[1]);
     let mut weight = Vec::with_capacity(win[0] * win[1]);
@@ -463,40 +471,72 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
     );
     bar.set_message("sampling");
     let t_sample = Instant::now();
-    let lik = GaussianLikelihood::new(
-        Scaled {
-            inner: hst,
-            scale: flux_scale as f32,
-        },
-        y.clone(),
-        &sig,
-    )?;
-    let mut lik = lik;
-    lik.alpha = args.alpha;
     // The convolved approximation keeps only diag(AAᵀ) = Γ, but neighbouring pixels see the
     // same PSF: ‖AAᵀ‖ ≈ f² while Γ ≈ Σ PSF² (~1/50 for HST), so the likelihood score would be
     // about 50× stiffer than the approximation assumes and the reverse SDE diverges. Each
     // datum's Γ becomes its row sum of AAᵀ, (AAᵀ1)_p (which bounds ‖AAᵀ‖, Gershgorin), as
     // `image` inflates Γ by cell multiplicity.
-    {
-        let op = &lik.operator().inner;
-        let mut back = vec![0.0f32; op.image_len()];
-        let mut rows = vec![0.0f32; op.data_len()];
-        op.adjoint(&vec![1.0; op.data_len()], &mut back);
-        op.forward(&back, &mut rows);
-        let factors: Vec<f32> = rows
-            .iter()
-            .zip(op.diag_aat())
-            .map(|(r, g)| if g > 0.0 { (r / g).max(1.0) } else { 1.0 })
-            .collect();
-        lik.inflate_gamma(&factors)?;
-    }
-    let samples = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
+    let row_sums = {
+        let mut back = vec![0.0f32; hst.image_len()];
+        let mut rows = vec![0.0f32; hst.data_len()];
+        hst.adjoint(&vec![1.0; hst.data_len()], &mut back);
+        hst.forward(&back, &mut rows);
+        rows
+    };
+    let scaled = |op: Hst| Scaled {
+        inner: op,
+        scale: flux_scale as f32,
+    };
+    let (samples, chi2, noise_note, hst) = match &args.noise_model {
+        None => {
+            let factors: Vec<f32> = row_sums
+                .iter()
+                .zip(hst.diag_aat())
+                .map(|(r, g)| if g > 0.0 { (r / g).max(1.0) } else { 1.0 })
+                .collect();
+            let mut lik = GaussianLikelihood::new(scaled(hst), y.clone(), &sig)?;
+            lik.alpha = args.alpha;
+            lik.inflate_gamma(&factors)?;
+            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
+            let chi2: Vec<f64> = s.iter().map(|x| lik.reduced_chi2(x)).collect();
+            (s, chi2, None, make_hst()?)
+        }
+        Some(dir) => {
+            if n_used < y.len() {
+                bail!(
+                    "--noise-model: the cutout of {} has {} NaN pixels; the learned noise \
+                     model needs every pixel",
+                    args.image.display(),
+                    y.len() - n_used
+                );
+            }
+            if args.alpha != 1.0 {
+                bail!("--alpha is not supported with --noise-model");
+            }
+            let nm = ScoreModel::load(dir, &dev)
+                .with_context(|| format!("loading the noise model {}", dir.display()))?;
+            let mut lik = LearnedNoiseLikelihood::new(scaled(hst), y.clone(), win, nm)
+                .with_context(|| format!("noise model {}", dir.display()))?;
+            // γ as the largest row sum of AAᵀ, for the reason given above.
+            let gmax = row_sums.iter().fold(0.0f64, |m, &r| m.max(r as f64));
+            lik.set_gamma(gmax * flux_scale * flux_scale)?;
+            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
+            let chi2: Vec<f64> = s
+                .iter()
+                .map(|x| LikelihoodScore::reduced_chi2(&lik, x))
+                .collect();
+            let note = format!(
+                "learned noise model {} (trained noise rms {:.4})",
+                dir.display(),
+                lik.noise_rms()
+            );
+            (s, chi2, Some(note), make_hst()?)
+        }
+    };
     bar.finish_and_clear();
     super::interrupt::check()?;
     let t_sample = t_sample.elapsed();
-    let chi2: Vec<f64> = samples.iter().map(|s| lik.reduced_chi2(s)).collect();
-    let hst = &lik.operator().inner;
+    let hst = &hst;
 
     // Products in physical units (image units per model pixel).
     let npix = side * side;
@@ -711,6 +751,13 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
             ),
         ),
         ("Prior".into(), prior_name.clone()),
+        (
+            "Likelihood".into(),
+            noise_note.clone().unwrap_or_else(|| {
+                "Gaussian, white, σ per pixel; convolved approximation with Γ = row sums of AAᵀ"
+                    .into()
+            }),
+        ),
         (
             "Sampling".into(),
             format!(
