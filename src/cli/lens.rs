@@ -148,19 +148,29 @@ pub fn read_imaging(
     if !(scale.is_finite() && scale > 0.0) {
         bail!("pixel scale must be positive, got {scale} arcsec");
     }
+    // autolens (whose headers carry PIXSCAX) writes its arrays as it holds them, top row
+    // first; FITS and our images put the first row at the bottom. (Checked on the HST dataset:
+    // the true model fits at χ² ≈ 1 only this way round; see tests/lens_truth.rs.)
+    let top_down = hdr.get_f64("PIXSCAX").is_some();
+    let rows = |v: &[f64], ny: usize, nx: usize| -> Vec<f32> {
+        (0..ny * nx)
+            .map(|i| {
+                let (y, x) = (i / nx, i % nx);
+                let y = if top_down { ny - 1 - y } else { y };
+                v[y * nx + x] as f32
+            })
+            .collect()
+    };
     let psf = match psf {
         None => None,
         Some(p) => {
             let (ky, kx, k, _) = plane(p)?;
-            Some(
-                Psf::new(ky, kx, k.iter().map(|&v| v as f32).collect())
-                    .with_context(|| format!("{}", p.display()))?,
-            )
+            Some(Psf::new(ky, kx, rows(&k, ky, kx)).with_context(|| format!("{}", p.display()))?)
         }
     };
     Ok(ImagingData {
-        data: d.iter().map(|&v| v as f32).collect(),
-        noise: n.iter().map(|&v| v as f32).collect(),
+        data: rows(&d, ny, nx),
+        noise: rows(&n, ny, nx),
         grid: ImageGrid {
             ny,
             nx,
