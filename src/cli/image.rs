@@ -148,7 +148,7 @@ impl ImageArgs {
 }
 
 /// Chunks that share a frequency list become one, so that one NUFFT plan covers them.
-fn merge_by_frequency(chunks: Vec<VisChunk>) -> Vec<VisChunk> {
+pub(crate) fn merge_by_frequency(chunks: Vec<VisChunk>) -> Vec<VisChunk> {
     let mut out: Vec<VisChunk> = Vec::new();
     for c in chunks {
         match out.iter_mut().find(|o| o.freq == c.freq) {
@@ -512,7 +512,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
 }
 
 /// A sampling error caused by Ctrl-C becomes [`super::interrupt::Interrupted`].
-fn interrupted_or(e: candle_core::Error) -> anyhow::Error {
+pub(crate) fn interrupted_or(e: candle_core::Error) -> anyhow::Error {
     if super::interrupt::check().is_err() {
         super::interrupt::Interrupted.into()
     } else {
@@ -550,7 +550,7 @@ fn residual_products(
 
 /// For each usable visibility (re and im), how many usable visibilities share its cell of the
 /// image's own uv grid: the factor by which the convolved approximation must inflate Γ.
-fn cell_multiplicity(c: &VisChunk, g: &ImageGeometry) -> Vec<f32> {
+pub(crate) fn cell_multiplicity(c: &VisChunk, g: &ImageGeometry) -> Vec<f32> {
     use std::collections::HashMap;
     let cell = |k: usize| {
         let r = k / c.n_chan();

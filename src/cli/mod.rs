@@ -10,6 +10,7 @@ pub mod lens;
 pub mod noise;
 pub mod prior;
 pub mod simulate;
+pub mod validate;
 
 use clap::{Parser, Subcommand};
 
@@ -58,6 +59,9 @@ pub enum Command {
     /// fields and spectral windows are zeroed and flagged. CORRECTED_DATA, if present, becomes a
     /// copy of DATA and MODEL_DATA zero.
     Simulate(simulate::SimulateArgs),
+    /// Calibration: simulate known truths with a Measurement Set's uv coverage, sample each
+    /// posterior, and report TARP coverage, per-pixel interval coverage, χ² and errors.
+    Validate(validate::ValidateArgs),
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
@@ -70,6 +74,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         (Some(Command::Prior(cmd)), _) => prior::run(cmd),
         (Some(Command::Noise(cmd)), _) => noise::run(cmd),
         (Some(Command::Simulate(args)), _) => simulate::run(args),
+        (Some(Command::Validate(args)), _) => validate::run(args),
         (None, Some(vis)) => image::run(image::ImageArgs::defaults_for(vis)),
         (None, None) => {
             anyhow::bail!("no Measurement Set given: run `interf-image VIS.ms` or see --help")

@@ -6,3 +6,4 @@ pub mod image_plot;
 pub mod lens;
 pub mod plot_util;
 pub mod posterior;
+pub mod validate;

@@ -1,0 +1,410 @@
+//! `interf-image validate`: is the posterior calibrated on this uv coverage? Simulates
+//! observations of known truths with the real uv coverage of a Measurement Set and known
+//! noise, samples every posterior, and reports TARP coverage, per-pixel interval coverage,
+//! reduced χ² and errors (HTML + PNG + JSON + FITS cubes).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::{ArgGroup, Args, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+
+use super::common::{
+    count_usable, longest_baseline, output_path, parse_angle, read_with_progress, set_threads,
+    sky_header, SelectionArgs,
+};
+use super::image::{cell_multiplicity, interrupted_or, merge_by_frequency, MethodArg};
+use super::prior::{device, DeviceArg};
+use crate::io::{write_cube, CubeAxis, HeaderValue};
+use crate::operator::{ImageGeometry, Nufft, NufftOptions};
+use crate::prior::{default_prior, ScoreModel};
+use crate::report::validate::{write_validate_report, ValidateReport};
+use crate::sample::posterior::Method;
+use crate::validate::truths::{self, TruthScaling};
+use crate::validate::{validate, ValidateOptions};
+use ms_io::MeasurementSet;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum TruthScalingArg {
+    /// Negatives clipped, each image divided by its own peak (as the prior's training images).
+    Peak,
+    /// Values are Jy/pixel (divided by --flux-scale for the prior).
+    Physical,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group(ArgGroup::new("truth_source").required(true).args(["truths", "from_prior"])))]
+pub struct ValidateArgs {
+    /// Measurement Set whose uv coverage (all unflagged visibilities of the selection) observes
+    /// the truths. Opened read-only; its data values are not used.
+    #[arg(long)]
+    pub like: PathBuf,
+    /// Truth images: .npy stack, FITS cube, or FITS with one image per HDU. Each is cropped to
+    /// a square and resized to the prior's size.
+    #[arg(long)]
+    pub truths: Option<PathBuf>,
+    /// Draw the truths from the prior itself (the posterior must then be calibrated exactly).
+    #[arg(long)]
+    pub from_prior: bool,
+    /// Number of truths (a file's first N; fewer if the file holds fewer).
+    #[arg(long, default_value_t = 100)]
+    pub n: usize,
+    /// Posterior samples per truth.
+    #[arg(long, default_value_t = 100)]
+    pub samples: usize,
+    /// Gaussian noise σ per real and imaginary part of each visibility, Jy.
+    #[arg(long)]
+    pub noise: f64,
+    /// Output prefix: NAME-validate.html, -validate.json, -validate-{truth,mean,std}.fits.
+    #[arg(long)]
+    pub name: String,
+    /// Prior checkpoint folder. Default: the built-in prior.
+    #[arg(long)]
+    pub prior: Option<PathBuf>,
+    /// Reverse-diffusion steps of the posterior sampler.
+    #[arg(long, default_value_t = 300)]
+    pub steps: usize,
+    /// Steps for drawing truths from the prior. Default: --steps.
+    #[arg(long)]
+    pub prior_steps: Option<usize>,
+    /// Chains per network batch (chains of several truths share a batch).
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
+    pub method: MethodArg,
+    /// Weight of the likelihood score (1 = the Bayesian posterior).
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f32,
+    /// Langevin corrector signal-to-noise ratio (0 = no corrector).
+    #[arg(long, default_value_t = 0.0)]
+    pub corrector_snr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Pixel size (0.5asec, …). Default: a third of the theoretical beam, as `image`.
+    #[arg(long)]
+    pub scale: Option<String>,
+    /// Jy/pixel of a prior image value of 1 (sets the truths' brightness against --noise).
+    #[arg(long, default_value_t = 1.0)]
+    pub flux_scale: f64,
+    /// How --truths images are brought to the prior's units.
+    #[arg(long, value_enum, default_value_t = TruthScalingArg::Peak)]
+    pub truth_scaling: TruthScalingArg,
+    /// Bootstrap resamples for the TARP band.
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+    /// Truths shown as image panels in the report.
+    #[arg(long, default_value_t = 4)]
+    pub panels: usize,
+    #[command(flatten)]
+    pub selection: SelectionArgs,
+    /// NUFFT accuracy.
+    #[arg(long, default_value_t = 1e-5)]
+    pub epsilon: f64,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+fn bar(len: u64, msg: &'static str) -> ProgressBar {
+    let b = ProgressBar::new(len).with_style(
+        ProgressStyle::with_template(
+            "{msg:>10} [{bar:40}] {pos}/{len} steps ({per_sec}, eta {eta})",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    b.set_message(msg);
+    b
+}
+
+pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
+    let start = Instant::now();
+    super::prior::tune_malloc();
+    set_threads(args.threads)?;
+    if args.n == 0 {
+        bail!("--n must be at least 1");
+    }
+    if args.samples < 2 || args.steps == 0 || args.batch == 0 {
+        bail!("--samples must be at least 2, --steps and --batch at least 1");
+    }
+    if !(args.noise > 0.0 && args.noise.is_finite()) {
+        bail!("--noise must be a positive σ in Jy, got {}", args.noise);
+    }
+    if !(args.flux_scale > 0.0 && args.flux_scale.is_finite()) {
+        bail!("--flux-scale must be positive, got {}", args.flux_scale);
+    }
+    if args.prior_steps == Some(0) {
+        bail!("--prior-steps must be at least 1");
+    }
+    let out_dir = match std::path::Path::new(&args.name).parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !out_dir.is_dir() {
+        bail!(
+            "output directory {} (from --name {}) does not exist",
+            out_dir.display(),
+            args.name
+        );
+    }
+    if let Some(t) = &args.truths {
+        if !t.is_file() {
+            bail!("truth images {}: no such file", t.display());
+        }
+    }
+
+    let dev = device(args.device)?;
+    let model = match &args.prior {
+        Some(dir) => ScoreModel::load(dir, &dev)?,
+        None => default_prior(&dev).context("loading the built-in prior")?,
+    };
+    let side = model.image_size();
+    let selection = args.selection.to_selection()?;
+    let ms = MeasurementSet::open(&args.like)
+        .with_context(|| format!("opening the Measurement Set {}", args.like.display()))?;
+    let info = ms.info().clone();
+    let field_id = ms.resolve_field(&selection)?;
+    let chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);
+    let n_usable = count_usable(&chunks, &args.like)?;
+    let c = match chunks.as_slice() {
+        [c] => c,
+        _ => bail!(
+            "{} has spectral windows with different channel frequencies; select one with --spw",
+            args.like.display()
+        ),
+    };
+    let scale = match &args.scale {
+        Some(s) => parse_angle(s)?,
+        None => (1.0 / 3.0) / longest_baseline(&chunks),
+    };
+    let geometry = ImageGeometry::new(side, side, scale, scale)?;
+    let nufft_opts = NufftOptions {
+        epsilon: args.epsilon,
+        ..Default::default()
+    };
+    let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
+    let nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?;
+
+    // Truths, in the prior's normalised units.
+    let truths = match &args.truths {
+        Some(path) => {
+            let scaling = match args.truth_scaling {
+                TruthScalingArg::Peak => TruthScaling::Peak,
+                TruthScalingArg::Physical => TruthScaling::Physical,
+            };
+            let mut t = truths::from_file(path, side, scaling, args.flux_scale)?;
+            t.truncate(args.n);
+            t
+        }
+        None => {
+            let steps = args.prior_steps.unwrap_or(args.steps);
+            let b = bar((args.n.div_ceil(args.batch) * steps) as u64, "truths");
+            let t = truths::from_prior(
+                &model,
+                args.n,
+                steps,
+                args.batch,
+                args.seed ^ 0x7247,
+                Some(&b),
+            )?;
+            b.finish_and_clear();
+            t
+        }
+    };
+    let n = truths.len();
+
+    let opts = ValidateOptions {
+        method: match args.method {
+            MethodArg::Cla => Method::Cla,
+            MethodArg::Dps => Method::Dps,
+        },
+        samples: args.samples,
+        steps: args.steps,
+        batch: args.batch,
+        seed: args.seed,
+        alpha: args.alpha,
+        corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
+        flux_scale: args.flux_scale as f32,
+        sigma: args.noise as f32,
+        gamma_factors: Some(cell_multiplicity(c, &geometry)),
+        n_bootstrap: args.bootstrap,
+        cancel: Some(super::interrupt::flag()),
+    };
+    let b = bar(
+        ((n * args.samples).div_ceil(args.batch) * args.steps) as u64,
+        "sampling",
+    );
+    let t_sample = Instant::now();
+    let v = validate(&model, &nufft, &truths, &opts, None, Some(&b)).map_err(|e| match e {
+        crate::validate::ValidateError::Sampling(e) => interrupted_or(e),
+        e => e.into(),
+    })?;
+    b.finish_and_clear();
+    super::interrupt::check()?;
+    let t_sample = t_sample.elapsed().as_secs_f64();
+
+    // Products.
+    let asec = scale.to_degrees() * 3600.0;
+    let truth_desc = match &args.truths {
+        Some(p) => format!(
+            "{} ({n} images, {})",
+            p.display(),
+            match args.truth_scaling {
+                TruthScalingArg::Peak => "clipped at 0, each divided by its peak",
+                TruthScalingArg::Physical => "Jy/pixel",
+            }
+        ),
+        None => format!("{n} draws from the prior"),
+    };
+    let prior_name = args.prior.as_ref().map_or_else(
+        || "built-in (MiraBest 64)".to_string(),
+        |p| p.display().to_string(),
+    );
+    let mut header = sky_header(&info, field_id, &chunks, scale, "JY/PIXEL");
+    header.extra = vec![
+        ("PRIOR".into(), HeaderValue::Str(prior_name.clone())),
+        ("NSAMPLES".into(), HeaderValue::I64(args.samples as i64)),
+        ("NSTEPS".into(), HeaderValue::I64(args.steps as i64)),
+        ("SEED".into(), HeaderValue::I64(args.seed as i64)),
+        ("ALPHA".into(), HeaderValue::F64(args.alpha as f64)),
+        ("FLUXSCL".into(), HeaderValue::F64(args.flux_scale)),
+        ("NOISE".into(), HeaderValue::F64(args.noise)),
+    ];
+    let inputs = [args.like.as_path()];
+    let cube = |what: &str, get: &dyn Fn(&crate::validate::TruthResult) -> &[f32]| {
+        let planes: Vec<f32> = v.truths.iter().flat_map(|t| get(t).to_vec()).collect();
+        let p = output_path(&args.name, &format!("validate-{what}"), &inputs)?;
+        write_cube(
+            &p,
+            &planes,
+            v.truths.len(),
+            side,
+            side,
+            &header,
+            CubeAxis::Sample,
+        )
+        .with_context(|| format!("writing {}", p.display()))
+    };
+    cube("truth", &|t| &t.truth)?;
+    cube("mean", &|t| &t.mean)?;
+    cube("std", &|t| &t.std)?;
+
+    let s = &v.summary;
+    let t = &v.tarp;
+    let json = json!({
+        "measurement_set": args.like.display().to_string(),
+        "visibilities": n_usable,
+        "truths": truth_desc,
+        "prior": prior_name,
+        "settings": {
+            "n": n, "samples": args.samples, "steps": args.steps, "method": format!("{:?}", opts.method),
+            "alpha": args.alpha, "corrector_snr": args.corrector_snr, "seed": args.seed,
+            "noise_jy": args.noise, "flux_scale_jy_per_pixel": args.flux_scale,
+            "pixel_arcsec": asec, "image_size": side, "batch": args.batch,
+        },
+        "tarp": t,
+        "summary": s,
+        "per_truth": v.truths,
+        "timing_s": { "sampling": t_sample, "total": start.elapsed().as_secs_f64() },
+    });
+    let json_path = PathBuf::from(format!("{}-validate.json", args.name));
+    crate::io::write_atomic(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("writing {}", json_path.display()))?;
+
+    let opt = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.4e}"));
+    let summary = vec![
+        ("Measurement Set".into(), args.like.display().to_string()),
+        ("Truths".into(), truth_desc.clone()),
+        ("Prior".into(), prior_name.clone()),
+        (
+            "Observation".into(),
+            format!(
+                "{n_usable} visibilities, σ = {} Jy per component, {side}×{side} pixels of {asec:.3}″, {} Jy/pixel at prior value 1",
+                args.noise, args.flux_scale
+            ),
+        ),
+        (
+            "Sampling".into(),
+            format!(
+                "{} samples per truth, {} steps, {:?}, α = {}, corrector snr {}, seed {}",
+                args.samples, args.steps, opts.method, args.alpha, args.corrector_snr, args.seed
+            ),
+        ),
+        (
+            "TARP".into(),
+            format!(
+                "largest deviation {:.3} at α = {:.2} ({:+.3}), band ±{:.3}, KS p = {:.3}: {}",
+                t.max_deviation,
+                t.max_deviation_alpha,
+                t.max_deviation_signed,
+                t.band_half_width,
+                t.ks_p_value,
+                t.verdict.describe()
+            ),
+        ),
+        (
+            "Pixel coverage 68 % / 95 %".into(),
+            format!(
+                "{:.3} / {:.3} (source pixels {:.3} / {:.3})",
+                s.coverage_68, s.coverage_95, s.source_coverage_68, s.source_coverage_95
+            ),
+        ),
+        (
+            "Reduced χ²".into(),
+            format!(
+                "samples median {:.3} (16–84 %: {:.3}–{:.3}); means {:.3}; truths {:.3}",
+                s.chi2_samples_median,
+                s.chi2_samples_q16,
+                s.chi2_samples_q84,
+                s.chi2_mean_median,
+                s.chi2_truth_median
+            ),
+        ),
+        (
+            "RMSE (Jy/pixel)".into(),
+            format!(
+                "posterior mean {:.4e}; zero image {:.4e}; at CLEAN resolution: mean {}, CLEAN {}; CLEAN vs truth {}",
+                s.rmse_mean,
+                s.rmse_zero,
+                opt(s.rmse_mean_beam),
+                opt(s.rmse_clean_beam),
+                opt(s.rmse_clean_truth)
+            ),
+        ),
+        ("Sampling time".into(), format!("{t_sample:.1} s")),
+    ];
+    let report = ValidateReport {
+        title: format!(
+            "Calibration on {} — {} truths × {} samples",
+            args.like.file_name().map_or_else(
+                || args.like.display().to_string(),
+                |f| f.to_string_lossy().into_owned()
+            ),
+            n,
+            args.samples
+        ),
+        side,
+        pixel_asec: asec,
+        validation: &v,
+        summary: summary.clone(),
+        panels: args.panels,
+    };
+    let (html, tarp_png) = write_validate_report(&args.name, &report)?;
+    println!("{}", report.title);
+    for (k, val) in &summary {
+        println!("  {k}: {val}");
+    }
+    println!(
+        "  wrote {}, {}, {} and {}-validate-{{truth,mean,std}}.fits in {:.1} s",
+        html.display(),
+        tarp_png.display(),
+        json_path.display(),
+        args.name,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
