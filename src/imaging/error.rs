@@ -21,6 +21,14 @@ pub enum ImagingError {
     },
     #[error("all visibilities have zero weight")]
     AllZeroWeight,
+    #[error("CLEAN: --{what} {why}")]
+    BadCleanOption { what: &'static str, why: String },
+    #[error(
+        "could not fit a restoring beam to the PSF (is the PSF empty or not peaked at the centre?)"
+    )]
+    BeamFit,
+    #[error("interrupted")]
+    Interrupted,
     #[error(transparent)]
     Operator(#[from] OperatorError),
 }

@@ -1,11 +1,15 @@
 //! Classic imaging products: visibility weighting (natural, uniform, Briggs as WSClean does
 //! them), the dirty image and the PSF in Jy/beam.
 
+pub mod beam;
+pub mod clean;
 mod dirty;
 mod error;
 pub mod noise;
 pub mod weighting;
 
+pub use beam::{fit_beam, fit_beam_with, BeamFitRegion, PixelBeam};
+pub use clean::{clean, clean_with_progress, CleanOptions, CleanProgress, CleanResult, StopReason};
 pub use dirty::{make_dirty_and_psf, DirtyProducts, ImagingOptions, UvStats};
 pub use error::ImagingError;
 pub use noise::{estimate_noise, NoiseEstimate};
