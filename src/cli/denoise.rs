@@ -51,6 +51,11 @@ pub struct DenoiseArgs {
     /// from the sources of a cutout centred on them.
     #[arg(long)]
     pub sigma: Option<f64>,
+    /// Sum BIN×BIN blocks of the image (and of the PSF, its centre kept in the middle of a
+    /// block) before anything else: a wider field for the prior's fixed grid (with BIN 4 the
+    /// 64² model spans 256 input pixels), at a coarser pixel. σ is estimated after binning.
+    #[arg(long, default_value_t = 1)]
+    pub bin: usize,
     /// Model pixels per observed pixel (the model grid is the prior's size).
     #[arg(long, default_value_t = 1)]
     pub upsample: usize,
@@ -209,6 +214,55 @@ fn border_noise(img: &[f64], ny: usize, nx: usize) -> Option<(f64, f64, usize, u
     Some((med, sig, n, w))
 }
 
+/// Sums of `b×b` blocks (the last partial row/column of blocks dropped); NaN propagates.
+fn bin_image(v: &[f64], ny: usize, nx: usize, b: usize) -> (usize, usize, Vec<f64>) {
+    if b == 1 {
+        return (ny, nx, v.to_vec());
+    }
+    let (my, mx) = (ny / b, nx / b);
+    let mut out = vec![0.0; my * mx];
+    for y in 0..my * b {
+        for x in 0..mx * b {
+            out[(y / b) * mx + x / b] += v[y * nx + x];
+        }
+    }
+    (my, mx, out)
+}
+
+/// The PSF of `b×b`-binned data: block sums with the PSF's centre pixel `(k − 1)/2` in the
+/// middle of its block (exactly for odd `b`; half a pixel off for even `b`), zero-padded so
+/// that the centre block is the binned PSF's own centre `(k' − 1)/2`.
+fn bin_psf(psf: &[f64], [ky, kx]: [usize; 2], b: usize) -> (Vec<f64>, [usize; 2]) {
+    if b == 1 {
+        return (psf.to_vec(), [ky, kx]);
+    }
+    // Per axis: block J covers [s0 + J·b, s0 + (J+1)·b); the centre block is jc; the output
+    // index of block J is J + half − jc.
+    let layout = |k: usize| {
+        let s = (k as isize - 1) / 2 - (b as isize - 1) / 2;
+        let mut s0 = s.rem_euclid(b as isize);
+        if s0 > 0 {
+            s0 -= b as isize;
+        }
+        let jc = ((s - s0) / b as isize) as usize;
+        let nb = (k as isize - s0 + b as isize - 1) as usize / b;
+        let half = jc.max(nb - 1 - jc);
+        (s0, jc, half)
+    };
+    let (sy, jcy, hy) = layout(ky);
+    let (sx, jcx, hx) = layout(kx);
+    let (oy, ox) = (2 * hy + 1, 2 * hx + 1);
+    let mut out = vec![0.0; oy * ox];
+    for y in 0..ky {
+        let jy = (y as isize - sy) as usize / b + hy - jcy;
+        for x in 0..kx {
+            let jx = (x as isize - sx) as usize / b + hx - jcx;
+            out[jy * ox + jx] += psf[y * kx + x];
+        }
+    }
+    (out, [oy, ox])
+}
+
 /// Bilinear resampling of a PSF onto a grid `f` times finer: fine index `i` samples the
 /// coarse coordinate `i/f`, so the middle of an odd PSF stays on a pixel.
 fn refine_psf(psf: &[f64], [ky, kx]: [usize; 2], f: usize) -> (Vec<f64>, [usize; 2]) {
@@ -292,33 +346,39 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
     }
 
     // Inputs first, so that bad files fail before the prior loads.
-    let (img, ny, nx, pix) = read_plane(&args.image, "image")?;
-    let n_finite = pix.iter().filter(|v| v.is_finite()).count();
+    let (img, ny0, nx0, pix0) = read_plane(&args.image, "image")?;
+    let n_finite = pix0.iter().filter(|v| v.is_finite()).count();
     if n_finite == 0 {
         bail!(
             "image {}: no finite pixel (all {} are NaN or infinite)",
             args.image.display(),
-            pix.len()
+            pix0.len()
         );
     }
-    let (_, ky, kx, psf_raw) = read_plane(&args.psf, "PSF")?;
-    if let Some(i) = psf_raw.iter().position(|v| !v.is_finite()) {
+    let (_, ky0, kx0, psf0) = read_plane(&args.psf, "PSF")?;
+    if let Some(i) = psf0.iter().position(|v| !v.is_finite()) {
         bail!(
             "PSF {}: pixel ({}, {}) is {}; a PSF must be finite everywhere",
             args.psf.display(),
-            i / kx,
-            i % kx,
-            psf_raw[i]
+            i / kx0,
+            i % kx0,
+            psf0[i]
         );
     }
-    let psf_sum: f64 = psf_raw.iter().sum();
-    let psf_abs: f64 = psf_raw.iter().map(|v| v.abs()).sum();
+    let psf_sum: f64 = psf0.iter().sum();
+    let psf_abs: f64 = psf0.iter().map(|v| v.abs()).sum();
     if psf_sum <= 1e-12 * psf_abs || psf_abs == 0.0 {
         bail!(
             "PSF {}: its pixels sum to {psf_sum:e}; a PSF needs a positive sum to be normalised",
             args.psf.display()
         );
     }
+    let b = args.bin;
+    if b == 0 || b > ny0 || b > nx0 {
+        bail!("--bin {b} must be at least 1 and at most the image size {ny0}×{nx0}");
+    }
+    let (ny, nx, pix) = bin_image(&pix0, ny0, nx0, b);
+    let (psf_raw, [ky, kx]) = bin_psf(&psf0, [ky0, kx0], b);
     let sigma = match args.sigma {
         Some(s) if s.is_finite() && s > 0.0 => s,
         Some(s) => bail!("--sigma must be positive, got {s}"),
@@ -584,7 +644,9 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
     // about that point and the input's TAN projection about its own agree to far below 1e-6
     // pixel; a rotated input loses its rotation (said in the report).
     let wcs = InputWcs::from_fits(&img);
-    let obs_scale_deg = wcs.as_ref().map_or(1.0 / 3600.0, InputWcs::scale_deg);
+    let obs_scale_deg = b as f64 * wcs.as_ref().map_or(1.0 / 3600.0, InputWcs::scale_deg);
+    // Input pixel coordinate of a binned pixel coordinate (block centres).
+    let unbin = |v: f64| b as f64 * v + (b as f64 - 1.0) / 2.0;
     let model_x0 = [
         cut0[0] as f64 - win_origin[0] as f64,
         cut0[1] as f64 - win_origin[1] as f64,
@@ -594,7 +656,9 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
         |i: usize, a: usize| model_x0[a] + (i as f64 + 0.5 + shift[a]) / f as f64 - 0.5;
     let bunit = img.get_str("BUNIT").unwrap_or("").trim().to_string();
     let base_header = |ref_y: f64, ref_x: f64, cell_deg: f64| {
-        let (ra, dec) = wcs.as_ref().map_or((0.0, 0.0), |w| w.world(ref_x, ref_y));
+        let (ra, dec) = wcs
+            .as_ref()
+            .map_or((0.0, 0.0), |w| w.world(unbin(ref_x), unbin(ref_y)));
         SkyHeader {
             ra_deg: ra,
             dec_deg: dec,
@@ -629,10 +693,11 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
         ("UPSAMPLE".into(), HeaderValue::I64(f as i64)),
         ("CUTY0".into(), HeaderValue::I64(cut0[0] as i64)),
         ("CUTX0".into(), HeaderValue::I64(cut0[1] as i64)),
+        ("BINNING".into(), HeaderValue::I64(b as i64)),
         (
             "COMMENT".into(),
             HeaderValue::Str(format!(
-                "CUTY0/CUTX0: 0-based input pixel of the first observed pixel used, {}",
+                "CUTY0/CUTX0: 0-based (binned) pixel of the first observed pixel used, {}",
                 args.image
                     .file_name()
                     .map_or(String::new(), |s| s.to_string_lossy().into_owned())
@@ -707,8 +772,9 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
         (
             "Cutout".into(),
             format!(
-                "{}×{} observed pixels from ({}, {}) (0-based iy, ix), centred on ({cy}, {cx}): {centre_how}",
-                win[0], win[1], cut0[0], cut0[1]
+                "{}×{} observed pixels from ({}, {}) (0-based iy, ix{}), centred on ({cy}, {cx}): {centre_how}",
+                win[0], win[1], cut0[0], cut0[1],
+                if b > 1 { format!(", after binning the input {b}×{b}: {ny}×{nx}") } else { String::new() }
             ),
         ),
         (
@@ -855,6 +921,25 @@ mod tests {
         assert_eq!(r[4 * 5 + 4], 8.0);
         assert_eq!(r[0 * 5 + 1], 0.5);
         assert_eq!(r[1 * 5 + 1], 2.0);
+    }
+
+    #[test]
+    fn binned_psf_keeps_its_centre_and_flux() {
+        // 7×5 PSF with a marked centre (3, 2); bin 3: centre block covers rows 2..5, cols 1..4.
+        let mut k = vec![0.01; 35];
+        k[3 * 5 + 2] = 1.0;
+        k[0] = 0.5; // corner (0, 0) lands in the block above-left of the centre
+        let (bk, [by, bx]) = bin_psf(&k, [7, 5], 3);
+        assert_eq!((by % 2, bx % 2), (1, 1));
+        let (cy, cx) = ((by - 1) / 2, (bx - 1) / 2);
+        let total: f64 = k.iter().sum();
+        assert!((bk.iter().sum::<f64>() - total).abs() < 1e-12);
+        assert!((bk[cy * bx + cx] - (1.0 + 8.0 * 0.01)).abs() < 1e-12);
+        // Rows 0..2 and col 0 form the block at (cy − 1, cx − 1).
+        assert!((bk[(cy - 1) * bx + cx - 1] - (0.5 + 0.01)).abs() < 1e-12);
+        let (ny, nx, v) = bin_image(&(0..20).map(f64::from).collect::<Vec<_>>(), 4, 5, 2);
+        assert_eq!((ny, nx), (2, 2));
+        assert_eq!(v, vec![12.0, 20.0, 52.0, 60.0]);
     }
 
     #[test]
