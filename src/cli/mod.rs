@@ -1,6 +1,7 @@
 //! Command-line interface: one module per subcommand, each thin (parse, call the library,
 //! report progress). This is the only layer that uses `anyhow`.
 
+pub mod clean;
 mod common;
 pub mod denoise;
 pub mod dirty;
@@ -39,6 +40,8 @@ pub enum Command {
     /// Posterior of a lensed source behind a known lens (SIE + shear), from an image or from
     /// visibilities, with a score-based prior on the source.
     Lens(lens::LensArgs),
+    /// CLEAN images (model, residual, restored, PSF) as WSClean makes them.
+    Clean(clean::CleanArgs),
     /// Dirty image and PSF, as `wsclean -niter 0` makes them.
     Dirty(dirty::DirtyArgs),
     /// Posterior imaging: samples, mean and std of the sky with a score-based prior.
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match (cli.command, cli.vis) {
         (Some(Command::Denoise(args)), _) => denoise::run(args),
         (Some(Command::Lens(args)), _) => lens::run(args),
+        (Some(Command::Clean(args)), _) => clean::run(args),
         (Some(Command::Dirty(args)), _) => dirty::run(args),
         (Some(Command::Image(args)), _) => image::run(args),
         (Some(Command::Prior(cmd)), _) => prior::run(cmd),
