@@ -451,6 +451,33 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             format!("{:.1} s", t_sample.as_secs_f64()),
         ),
     ];
+    // A CLEAN baseline beside the posterior mean: same data, geometry and weighting as the
+    // dirty image above. Only a picture for comparison, so a failure costs the picture, not
+    // the run.
+    let clean_baseline = crate::imaging::clean(
+        &chunks,
+        &img_opts,
+        &crate::imaging::CleanOptions {
+            niter: 500,
+            ..Default::default()
+        },
+    )
+    .map_err(|e| eprintln!("warning: no CLEAN image in the report: {e}"))
+    .ok();
+    let mut summary = summary;
+    if let Some(c) = &clean_baseline {
+        summary.push((
+            "CLEAN image".into(),
+            format!(
+                "natural weighting, {} iterations, {} major cycles, beam {:.2}″ × {:.2}″ PA {:.0}°",
+                c.iterations,
+                c.major_cycles,
+                c.beam.major_deg * 3600.0,
+                c.beam.minor_deg * 3600.0,
+                c.beam.pa_deg
+            ),
+        ));
+    }
     let report = PosteriorReport {
         title: format!(
             "{} — posterior ({} samples, {:?})",
@@ -470,7 +497,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         samples: &phys,
         n_samples: samples.len(),
         residual_dirty: &residual_dirty,
-        clean_image: None,
+        clean_image: clean_baseline.as_ref().map(|c| c.restored.as_slice()),
         chi2: &chi2,
         chi2_mean,
         uv_dist: &uv_dist,
