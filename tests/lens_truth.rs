@@ -116,11 +116,19 @@ fn alma_truth_reproduces_the_visibilities() {
     };
     let (a, rb) = best(&mv);
     let (_, rcb) = best(&conj);
-    eprintln!("ALMA truth at the best flux factor {a:.3}: reduced χ² {rb:.4} (conjugated {rcb:.4})");
+    eprintln!(
+        "ALMA truth at the best flux factor {a:.3}: reduced χ² {rb:.4} (conjugated {rcb:.4})"
+    );
     assert!((0.8..1.2).contains(&rb), "reduced χ² of the truth {rb}");
     // Δχ² against the zero model and the wrong sign: hundreds, far beyond noise (≈ 1 each).
     let n = vis.data.len() as f64;
-    assert!((r0 - rb) * n > 200.0, "the truth barely beats the zero model");
-    assert!((rcb - rb) * n > 50.0, "the conjugate convention fits as well");
+    assert!(
+        (r0 - rb) * n > 200.0,
+        "the truth barely beats the zero model"
+    );
+    assert!(
+        (rcb - rb) * n > 50.0,
+        "the conjugate convention fits as well"
+    );
     let _ = (r, rc);
 }
