@@ -497,7 +497,8 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
         Some(s) => bail!("--flux-scale must be positive, got {s}"),
         None => {
             let p = nnls_peak(&hst, &y, &weight, 100) as f64;
-            if !(p > 0.0) {
+            // NaN (no finite data) fails this too.
+            if p.is_nan() || p <= 0.0 {
                 bail!(
                     "image {}: no positive signal in the cutout to set the flux scale: give \
                      --flux-scale",
