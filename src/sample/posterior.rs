@@ -6,6 +6,11 @@
 //! - **DPS** (Chung et al. 2023): `∇_{x_t} −‖y − A x̂₀(x_t)‖²/(2σ²)` with Tweedie's
 //!   `x̂₀ = (x_t + σ_t² s_θ)/μ_t`, the vector–Jacobian product taken by candle's backward pass.
 //!
+//! The likelihood is any [`LikelihoodScore`]: the Gaussian one (formulas above), or the learned
+//! noise likelihood ([`crate::likelihood::LearnedNoiseLikelihood`]), whose CLA score evaluates a
+//! noise score network at the time matching the added diffusion noise and whose DPS score is its
+//! exact score at `x̂₀`.
+//!
 //! Chains run as one batch through the network; the operator is applied per chain (it is
 //! parallel inside). Everything works in the prior's normalised pixel units: the caller folds
 //! the flux scale into the operator (see [`crate::operator::Scaled`]).
