@@ -724,6 +724,9 @@ fn interrupted_or(e: candle_core::Error) -> anyhow::Error {
     }
 }
 
+/// Samples (data units), reduced χ² of each, of their mean, and the Γ inflation.
+type Sampled = (Vec<Vec<f32>>, Vec<f64>, f64, f64);
+
 /// Samples with the likelihood over `op` (normalised units), scaled to data units, and the
 /// reduced χ² of each and of their mean; also the Γ inflation used.
 fn sample(
@@ -733,7 +736,7 @@ fn sample(
     sigma: &[f32],
     flux: f64,
     opts: &PosteriorOptions,
-) -> anyhow::Result<(Vec<Vec<f32>>, Vec<f64>, f64, f64)> {
+) -> anyhow::Result<Sampled> {
     let scaled = Scaled {
         inner: op,
         scale: flux as f32,
@@ -874,7 +877,7 @@ fn fit_visibilities(
     opts: &PosteriorOptions,
 ) -> anyhow::Result<Fit> {
     let vis = read_visibilities(&args.data, &args.noise, uv_path)?;
-    if args.image_size < 8 || args.image_size % 2 != 0 {
+    if args.image_size < 8 || !args.image_size.is_multiple_of(2) {
         bail!(
             "--image-size must be even and at least 8, got {}",
             args.image_size

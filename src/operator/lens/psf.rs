@@ -17,7 +17,7 @@ pub struct Psf {
 impl Psf {
     /// A kernel of odd sides (its centre is then a pixel).
     pub fn new(ny: usize, nx: usize, kernel: Vec<f32>) -> Result<Self, OperatorError> {
-        if ny % 2 == 0 || nx % 2 == 0 || kernel.len() != ny * nx {
+        if ny.is_multiple_of(2) || nx.is_multiple_of(2) || kernel.len() != ny * nx {
             return Err(OperatorError::Invalid(format!(
                 "PSF must have odd sides and ny·nx values; got {ny}×{nx} with {} values",
                 kernel.len()
