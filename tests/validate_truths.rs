@@ -1,0 +1,63 @@
+//! Held-out truths for calibration runs: the 10 COSMOS HST galaxy stamps (one per HDU, each its
+//! own size) read, cropped to a square, area-resized to 64² and scaled to the prior's peak of 1.
+
+use std::path::PathBuf;
+
+use interf_image::validate::truths::{from_file, read_fits_hdus, TruthScaling};
+
+fn cosmos() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data/galaxies/cosmos_hst/real_galaxy_images_23.5_n1.fits")
+}
+
+#[test]
+fn cosmos_stamps_one_per_hdu() {
+    let raw = read_fits_hdus(&cosmos()).unwrap();
+    assert_eq!(raw.len(), 10, "one stamp per HDU");
+    for (h, w, d) in &raw {
+        assert_eq!(d.len(), h * w);
+        assert!(*h >= 32 && *w >= 32, "{h}×{w}");
+    }
+    let t = from_file(&cosmos(), 64, TruthScaling::Peak, 1.0).unwrap();
+    assert_eq!(t.len(), 10);
+    for (k, img) in t.iter().enumerate() {
+        assert_eq!(img.len(), 64 * 64);
+        let peak = img.iter().cloned().fold(f32::MIN, f32::max);
+        assert!((peak - 1.0).abs() < 1e-6, "stamp {k}: peak {peak}");
+        assert!(img.iter().all(|&v| v >= 0.0));
+        // A galaxy, not a flat field: the brightest pixel stands well above the median.
+        let mut s = img.clone();
+        s.sort_by(f32::total_cmp);
+        assert!(s[s.len() / 2] < 0.5, "stamp {k}: median {}", s[s.len() / 2]);
+    }
+    // Physical scaling (÷ flux scale, no clipping) is the same image before the peak scaling:
+    // where it is positive, dividing it by its own peak gives the peak-scaled truth.
+    let p = from_file(&cosmos(), 64, TruthScaling::Physical, 2.0).unwrap();
+    for (a, b) in t.iter().zip(&p) {
+        let pk = b.iter().cloned().fold(f32::MIN, f32::max);
+        assert!(pk > 0.0);
+        assert!(
+            b.iter().any(|&v| v < 0.0),
+            "physical keeps the noise's negatives"
+        );
+        for (x, y) in a.iter().zip(b) {
+            let want = y.max(0.0) / pk;
+            assert!((x - want).abs() < 1e-5, "{x} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn unreadable_truths_name_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.npy");
+    std::fs::write(&bad, b"not numpy").unwrap();
+    let e = from_file(&bad, 64, TruthScaling::Peak, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad.npy"), "{e}");
+    let e = from_file(&dir.path().join("x.txt"), 64, TruthScaling::Peak, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("x.txt"), "{e}");
+}
