@@ -201,3 +201,52 @@ fn bad_inputs_fail_clearly_and_write_nothing() {
         assert!(files_with_prefix(dir, "out").is_empty());
     }
 }
+
+#[test]
+fn binned_field_with_dps() {
+    let tmp = tempfile::tempdir().unwrap();
+    let name = tmp.path().join("b2");
+    let image = hst("cosmos_cut_hst.fits");
+    let out = denoise(&[
+        "--image",
+        image.to_str().unwrap(),
+        "--psf",
+        hst("cosmos_psf_hst.fits").to_str().unwrap(),
+        "--bin",
+        "2",
+        "--method",
+        "dps",
+        "--samples",
+        "1",
+        "--steps",
+        "4",
+        "--name",
+        name.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let input = read_image(&image).unwrap();
+    let (_, inx, pix) = input.plane();
+    let data = read_image(&tmp.path().join("b2-data.fits")).unwrap();
+    let (_, dx, d) = data.plane();
+    assert_eq!(data.get_i64("BINNING"), Some(2));
+    assert!((data.get_f64("CDELT2").unwrap() - 2.0 * 8.333333e-6).abs() < 1e-11);
+    let (y0, x0) = (
+        data.get_i64("CUTY0").unwrap() as usize,
+        data.get_i64("CUTX0").unwrap() as usize,
+    );
+    // A binned pixel is the sum of its 2×2 input pixels.
+    for (wy, wx) in [(0, 0), (17, 40), (55, 55)] {
+        let (iy, ix) = (2 * (y0 + wy), 2 * (x0 + wx));
+        let want: f64 = [(0, 0), (0, 1), (1, 0), (1, 1)]
+            .iter()
+            .map(|(a, b)| pix[(iy + a) * inx + ix + b])
+            .sum();
+        assert!((d[wy * dx + wx] - want).abs() < 1e-4 * (1.0 + want.abs()));
+    }
+    let mean = read_image(&tmp.path().join("b2-mean.fits")).unwrap();
+    assert!(mean.plane().2.iter().all(|v| v.is_finite()));
+}
