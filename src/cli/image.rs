@@ -19,8 +19,8 @@ use crate::io::{write_cube, write_image, CubeAxis, HeaderValue};
 use crate::likelihood::GaussianLikelihood;
 use crate::operator::nufft::ms2dirty;
 use crate::operator::{
-    CellNoise, ForwardOperator, Gridded, GriddedVisibilities, ImageGeometry, Nufft, NufftOptions,
-    Scaled,
+    canonical_cell, CellAveraged, CellNoise, ForwardOperator, GriddedVisibilities, ImageGeometry,
+    Nufft, NufftOptions, Scaled,
 };
 use crate::prior::{default_prior, ScoreModel};
 use crate::report::posterior::{write_report, PosteriorReport};
@@ -40,8 +40,8 @@ pub enum LikelihoodArg {
     /// `visibilities` up to 100 000 usable visibilities (exact, still cheap), `gridded` beyond.
     Auto,
     /// Visibilities averaged into the cells of a uv grid matched to the image (Dia et al.
-    /// 2023): cost independent of the number of visibilities, and a well-conditioned
-    /// likelihood. Small phase errors away from the phase centre (see the docs).
+    /// 2023), each cell modelled exactly as the mean of its visibilities: sampling cost
+    /// independent of the number of visibilities (gridding them once is linear in it).
     Gridded,
     /// Every unflagged visibility through the NUFFT: exact, cost grows with the data.
     Visibilities,
@@ -82,8 +82,10 @@ pub struct ImageArgs {
     #[arg(long, default_value_t = 1)]
     pub grid_padding: usize,
     /// Gridded likelihood: take a cell's σ from the scatter of its visibilities when it holds at
-    /// least this many (never below the weights' σ); 0: always from the weights.
-    #[arg(long, default_value_t = 4)]
+    /// least this many (never below the weights' σ); 0 (default): from the weights (and the
+    /// --noise estimate). The scatter also holds the sky's variation across a cell, which the
+    /// cell-averaged model already fits, so it overstates σ for bright extended sources.
+    #[arg(long, default_value_t = 0)]
     pub cell_scatter_min: usize,
     /// Pixel size (0.5asec, 20masec, …). Default: a quarter of the theoretical beam.
     #[arg(long)]
@@ -128,7 +130,7 @@ impl ImageArgs {
             method: MethodArg::Cla,
             likelihood: LikelihoodArg::Auto,
             grid_padding: 1,
-            cell_scatter_min: 4,
+            cell_scatter_min: 0,
             scale: None,
             flux_scale: None,
             noise: NoiseArg::Auto,
@@ -261,7 +263,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     };
     let (samples, chi2, n_data) = match likelihood {
         LikelihoodArg::Gridded => {
-            let mut b = GriddedVisibilities::builder(geometry, args.grid_padding)?;
+            let mut b = GriddedVisibilities::builder(geometry, args.grid_padding)?.exact();
             b.add(&c.uvw, &c.freq, &c.vis, &c.weight)?;
             let cell_noise = match args.cell_scatter_min {
                 0 => CellNoise::Weights,
@@ -270,7 +272,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             let grid = b.finish(factor, cell_noise);
             let (y, sigma) = grid.data_and_sigma();
             let op = Scaled {
-                inner: Gridded::new(&grid)?,
+                inner: CellAveraged::new(&grid)?,
                 scale: scale_f32,
             };
             let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
@@ -582,17 +584,11 @@ pub(crate) fn cell_multiplicity(c: &VisChunk, g: &ImageGeometry) -> Vec<f32> {
     let cell = |k: usize| {
         let r = k / c.n_chan();
         let f = c.freq[k % c.n_chan()] / 299_792_458.0;
-        let (mut iu, mut iv) = (
-            (c.uvw[r][0] * f * g.nx as f64 * g.dx).round() as i64,
-            (c.uvw[r][1] * f * g.ny as f64 * g.dy).round() as i64,
-        );
-        if iv < 0 || (iv == 0 && iu < 0) {
-            (iu, iv) = (-iu, -iv);
-        }
+        let (iu, iv, _) = canonical_cell(c.uvw[r][0] * f, c.uvw[r][1] * f, g, 1);
         (iu, iv)
     };
     let used: Vec<usize> = (0..c.weight.len()).filter(|&k| c.weight[k] > 0.0).collect();
-    let mut counts: HashMap<(i64, i64), u32> = HashMap::new();
+    let mut counts: HashMap<(i32, i32), u32> = HashMap::new();
     for &k in &used {
         *counts.entry(cell(k)).or_default() += 1;
     }
