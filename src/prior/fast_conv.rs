@@ -9,9 +9,9 @@
 //! * input gradient, per image: `dX = col2im(Wᵀ · dY)`;
 //! * weight gradient: `dW = Σ_images dY · cols(X)ᵀ`, `db = Σ dY`.
 //!
-//! Images are spread over the rayon pool (one single-threaded GEMM each), which keeps both
-//! cores busy on the small channel counts of a score network where a multithreaded GEMM per
-//! image would mostly synchronise. Columns are built a band of output rows at a time into a
+//! Images are spread over candle's CPU worker pool (one single-threaded GEMM each), which keeps
+//! all cores busy on the small channel counts of a score network where a multithreaded GEMM
+//! per image would mostly synchronise. Columns are built a band of output rows at a time into a
 //! per-thread scratch buffer, so the working set stays bounded at any image size and nothing
 //! of image size is allocated per call beyond the outputs. The columns are rebuilt in the
 //! backward rather than kept from the forward.
@@ -21,7 +21,6 @@
 use std::cell::RefCell;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
-use rayon::prelude::*;
 
 /// Scratch floats per thread for a band of columns (4 MiB): the band's rows are chosen to fit.
 const BAND_FLOATS: usize = 1 << 20;
@@ -186,158 +185,198 @@ fn with_scratch<R>(n1: usize, n2: usize, f: impl FnOnce(&mut [f32], &mut [f32]) 
     })
 }
 
-/// Images per rayon job: one contiguous run of images per thread.
-fn images_per_job(b: usize) -> usize {
-    b.div_ceil(rayon::current_num_threads().max(1)).max(1)
+/// Runs `f(i)` for every `i < n` on candle's CPU worker pool, a few items per grab.
+///
+/// These are the threads candle's own element-wise kernels run on: a second pool (rayon's)
+/// beside them would leave idle workers of one spinning on the cores the other needs.
+pub(crate) fn par_for(n: usize, f: impl Fn(usize) + Sync) {
+    candle_core::utils::barrier_pool().execute_chunked(n, |r| r.for_each(&f));
 }
 
+/// One output buffer written in disjoint parts from [`par_for`].
+#[derive(Clone, Copy)]
+pub(crate) struct SharedOut(*mut f32);
+
+// SAFETY: only used to hand disjoint sub-slices of one live buffer to different threads.
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    pub(crate) fn new(v: &mut [f32]) -> Self {
+        Self(v.as_mut_ptr())
+    }
+    /// # Safety
+    /// `start..start + len` must lie in the buffer, which must outlive the slice, and no two
+    /// live slices may overlap.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice(&self, start: usize, len: usize) -> &mut [f32] {
+        std::slice::from_raw_parts_mut(self.0.add(start), len)
+    }
+}
+
+/// `bias` is (O,) or, per image, (B, O).
 fn conv_forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
     let (ho, wo, ck2, o) = (g.ho(), g.wo(), g.ck2(), g.o);
     let (in_sz, out_sz) = (g.c * g.h * g.w, o * ho * wo);
+    let per_image_bias = bias.len() == g.b * o && g.b > 1;
     let mut y = vec![0f32; g.b * out_sz];
-    let per = images_per_job(g.b);
     let band = g.band_rows();
-    y.par_chunks_mut(per * out_sz)
-        .enumerate()
-        .for_each(|(job, ys)| {
+    let out = SharedOut::new(&mut y);
+    par_for(g.b, |bi| {
+        // SAFETY: image bi's output block, written by this call only.
+        let yb = unsafe { out.slice(bi * out_sz, out_sz) };
+        let xb = &x[bi * in_sz..][..in_sz];
+        let bb = if per_image_bias {
+            &bias[bi * o..][..o]
+        } else {
+            &bias[..o]
+        };
+        for (row, &bv) in yb.chunks_mut(ho * wo).zip(bb) {
+            row.fill(bv);
+        }
+        let cols_len = if g.pointwise() { 0 } else { ck2 * band * wo };
+        with_scratch(cols_len, 0, |cols, _| {
             let wm = Mat {
                 ptr: wt.as_ptr(),
                 rs: ck2,
                 cs: 1,
             };
-            let cols_len = if g.pointwise() { 0 } else { ck2 * band * wo };
-            with_scratch(cols_len, 0, |cols, _| {
-                for (i, yb) in ys.chunks_mut(out_sz).enumerate() {
-                    let xb = &x[(job * per + i) * in_sz..][..in_sz];
-                    for (oc, row) in yb.chunks_mut(ho * wo).enumerate() {
-                        row.fill(bias[oc]);
+            let mut r0 = 0;
+            while r0 < ho {
+                let r1 = (r0 + band).min(ho);
+                let n = (r1 - r0) * wo;
+                let rhs = if g.pointwise() {
+                    Mat {
+                        ptr: xb[r0 * wo..].as_ptr(),
+                        rs: ho * wo,
+                        cs: 1,
                     }
-                    let mut r0 = 0;
-                    while r0 < ho {
-                        let r1 = (r0 + band).min(ho);
-                        let n = (r1 - r0) * wo;
-                        let rhs = if g.pointwise() {
-                            Mat {
-                                ptr: xb[r0 * wo..].as_ptr(),
-                                rs: ho * wo,
-                                cs: 1,
-                            }
-                        } else {
-                            im2col_band(xb, g, r0, r1, cols);
-                            Mat {
-                                ptr: cols.as_ptr(),
-                                rs: n,
-                                cs: 1,
-                            }
-                        };
-                        // SAFETY: W is o×ck2, the columns ck2×n, the output band o×n with
-                        // row stride ho·wo inside yb.
-                        unsafe {
-                            sgemm(
-                                o,
-                                n,
-                                ck2,
-                                yb[r0 * wo..].as_mut_ptr(),
-                                ho * wo,
-                                true,
-                                wm,
-                                rhs,
-                            )
-                        };
-                        r0 = r1;
+                } else {
+                    im2col_band(xb, g, r0, r1, cols);
+                    Mat {
+                        ptr: cols.as_ptr(),
+                        rs: n,
+                        cs: 1,
                     }
-                }
-            })
-        });
+                };
+                // SAFETY: W is o×ck2, the columns ck2×n, the output band o×n with row
+                // stride ho·wo inside yb.
+                unsafe {
+                    sgemm(
+                        o,
+                        n,
+                        ck2,
+                        yb[r0 * wo..].as_mut_ptr(),
+                        ho * wo,
+                        true,
+                        wm,
+                        rhs,
+                    )
+                };
+                r0 = r1;
+            }
+        })
+    });
     y
 }
 
-/// Gradients of the input, weight and bias.
+/// Gradients of the input, the weight and the bias, the last per image: (B, O).
+///
+/// Each image's weight gradient goes to its own slot and the slots are summed in a fixed
+/// order afterwards, so the result does not depend on the number of threads or on timing.
 fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (ho, wo, ck2, o) = (g.ho(), g.wo(), g.ck2(), g.o);
-    let (in_sz, out_sz) = (g.c * g.h * g.w, o * ho * wo);
+    let (in_sz, out_sz, w_sz) = (g.c * g.h * g.w, o * ho * wo, o * ck2);
     let mut dx = vec![0f32; g.b * in_sz];
-    let per = images_per_job(g.b);
+    let mut dw_parts = vec![0f32; g.b * w_sz];
+    let mut db = vec![0f32; g.b * o];
     let band = g.band_rows();
-    let partial: Vec<(Vec<f32>, Vec<f32>)> = dx
-        .par_chunks_mut(per * in_sz)
-        .enumerate()
-        .map(|(job, dxs)| {
+    let (dx_out, dw_out) = (SharedOut::new(&mut dx), SharedOut::new(&mut dw_parts));
+    let db_out = SharedOut::new(&mut db);
+    par_for(g.b, |bi| {
+        // SAFETY: image bi's blocks of dx, of the weight-gradient slots and of db.
+        let (dxb, dw, dbb) = unsafe {
+            (
+                dx_out.slice(bi * in_sz, in_sz),
+                dw_out.slice(bi * w_sz, w_sz),
+                db_out.slice(bi * o, o),
+            )
+        };
+        let xb = &x[bi * in_sz..][..in_sz];
+        let dyb = &dy[bi * out_sz..][..out_sz];
+        for (d, row) in dbb.iter_mut().zip(dyb.chunks(ho * wo)) {
+            *d = row.iter().sum::<f32>();
+        }
+        let cols_len = if g.pointwise() { 0 } else { ck2 * band * wo };
+        with_scratch(cols_len, cols_len, |cols, dcols| {
             // Wᵀ as a strided view: ck2×o.
             let wt_t = Mat {
                 ptr: wt.as_ptr(),
                 rs: 1,
                 cs: ck2,
             };
-            let mut dw = vec![0f32; o * ck2];
-            let mut db = vec![0f32; o];
-            let cols_len = if g.pointwise() { 0 } else { ck2 * band * wo };
-            with_scratch(cols_len, cols_len, |cols, dcols| {
-                for (i, dxb) in dxs.chunks_mut(in_sz).enumerate() {
-                    let bi = job * per + i;
-                    let xb = &x[bi * in_sz..][..in_sz];
-                    let dyb = &dy[bi * out_sz..][..out_sz];
-                    for (oc, row) in dyb.chunks(ho * wo).enumerate() {
-                        db[oc] += row.iter().sum::<f32>();
+            let mut r0 = 0;
+            while r0 < ho {
+                let r1 = (r0 + band).min(ho);
+                let n = (r1 - r0) * wo;
+                let dyv = Mat {
+                    ptr: dyb[r0 * wo..].as_ptr(),
+                    rs: ho * wo,
+                    cs: 1,
+                };
+                let acc = r0 > 0;
+                if g.pointwise() {
+                    let xv = Mat {
+                        ptr: xb[r0 * wo..].as_ptr(),
+                        rs: 1,
+                        cs: ho * wo,
+                    };
+                    // SAFETY: dY band o×n, Xᵀ band n×c, dW o×c; dX band c×n with row
+                    // stride h·w (= ho·wo) inside dxb.
+                    unsafe {
+                        sgemm(o, ck2, n, dw.as_mut_ptr(), ck2, acc, dyv, xv);
+                        sgemm(
+                            ck2,
+                            n,
+                            o,
+                            dxb[r0 * wo..].as_mut_ptr(),
+                            ho * wo,
+                            false,
+                            wt_t,
+                            dyv,
+                        );
                     }
-                    let mut r0 = 0;
-                    while r0 < ho {
-                        let r1 = (r0 + band).min(ho);
-                        let n = (r1 - r0) * wo;
-                        let dyv = Mat {
-                            ptr: dyb[r0 * wo..].as_ptr(),
-                            rs: ho * wo,
-                            cs: 1,
-                        };
-                        if g.pointwise() {
-                            let xv = Mat {
-                                ptr: xb[r0 * wo..].as_ptr(),
-                                rs: 1,
-                                cs: ho * wo,
-                            };
-                            // SAFETY: dY band o×n, Xᵀ band n×c, dW o×c; dX band c×n with
-                            // row stride h·w (= ho·wo) inside dxb.
-                            unsafe {
-                                sgemm(o, ck2, n, dw.as_mut_ptr(), ck2, true, dyv, xv);
-                                sgemm(
-                                    ck2,
-                                    n,
-                                    o,
-                                    dxb[r0 * wo..].as_mut_ptr(),
-                                    ho * wo,
-                                    false,
-                                    wt_t,
-                                    dyv,
-                                );
-                            }
-                        } else {
-                            im2col_band(xb, g, r0, r1, cols);
-                            let cv = Mat {
-                                ptr: cols.as_ptr(),
-                                rs: 1,
-                                cs: n,
-                            };
-                            // SAFETY: dY band o×n, colsᵀ n×ck2, dW o×ck2; Wᵀ ck2×o and the
-                            // column gradient ck2×n in scratch.
-                            unsafe {
-                                sgemm(o, ck2, n, dw.as_mut_ptr(), ck2, true, dyv, cv);
-                                sgemm(ck2, n, o, dcols.as_mut_ptr(), n, false, wt_t, dyv);
-                            }
-                            col2im_band(&dcols[..ck2 * n], g, r0, r1, dxb);
-                        }
-                        r0 = r1;
+                } else {
+                    im2col_band(xb, g, r0, r1, cols);
+                    let cv = Mat {
+                        ptr: cols.as_ptr(),
+                        rs: 1,
+                        cs: n,
+                    };
+                    // SAFETY: dY band o×n, colsᵀ n×ck2, dW o×ck2; Wᵀ ck2×o and the column
+                    // gradient ck2×n in scratch.
+                    unsafe {
+                        sgemm(o, ck2, n, dw.as_mut_ptr(), ck2, acc, dyv, cv);
+                        sgemm(ck2, n, o, dcols.as_mut_ptr(), n, false, wt_t, dyv);
                     }
+                    col2im_band(&dcols[..ck2 * n], g, r0, r1, dxb);
                 }
-            });
-            (dw, db)
-        })
-        .collect();
-    let mut dw = vec![0f32; o * ck2];
-    let mut db = vec![0f32; o];
-    for (pw, pb) in partial {
-        dw.iter_mut().zip(&pw).for_each(|(a, b)| *a += b);
-        db.iter_mut().zip(&pb).for_each(|(a, b)| *a += b);
-    }
+                r0 = r1;
+            }
+        });
+    });
+    // Sum the slots, image by image, over slices of the weight.
+    let mut dw = vec![0f32; w_sz];
+    let piece = w_sz.div_ceil(64).max(1024);
+    let dw_sum = SharedOut::new(&mut dw);
+    par_for(w_sz.div_ceil(piece), |j| {
+        let (a, e) = (j * piece, ((j + 1) * piece).min(w_sz));
+        // SAFETY: slice j of dw, written by this call only.
+        let d = unsafe { dw_sum.slice(a, e - a) };
+        for part in dw_parts.chunks(w_sz) {
+            d.iter_mut().zip(&part[a..e]).for_each(|(s, v)| *s += v);
+        }
+    });
     (dx, dw, db)
 }
 
@@ -370,7 +409,7 @@ impl Conv2d {
     fn geom(&self, x: &Shape, w: &Shape, b: &Shape) -> Result<Geom> {
         let (bn, c, h, wd) = x.dims4()?;
         let (o, c2, k, k2) = w.dims4()?;
-        if c2 != c || k2 != k || b.dims() != [o] {
+        if c2 != c || k2 != k || (b.dims() != [o] && b.dims() != [bn, o]) {
             candle_core::bail!("conv2d: input {x:?}, weight {w:?} and bias {b:?} do not agree");
         }
         if h + 2 * self.padding < k || wd + 2 * self.padding < k {
@@ -432,17 +471,20 @@ impl CustomOp3 for Conv2d {
             })
         })???;
         let dev = x.device();
+        let db = Tensor::from_vec(db, (g.b, g.o), dev)?;
+        let db = if b.rank() == 1 { db.sum(0)? } else { db };
         Ok((
             Some(Tensor::from_vec(dx, x.shape(), dev)?),
             Some(Tensor::from_vec(dw, w.shape(), dev)?),
-            Some(Tensor::from_vec(db, b.shape(), dev)?),
+            Some(db),
         ))
     }
 }
 
 /// `conv2d(x, w) + b` with stride 1 and zero padding `padding` on every side: x (B, C, H, W),
-/// w (O, C, k, k), b (O,). f32 on the CPU uses the GEMM kernels of this module, anything else
-/// candle's `conv2d`.
+/// w (O, C, k, k), b (O,) or one bias per image, (B, O) (a conditioning added to the
+/// output, without a broadcast add over the image and its reduction in the backward).
+/// f32 on the CPU uses the GEMM kernels of this module, anything else candle's `conv2d`.
 pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
     if x.device().is_cpu() && x.dtype() == DType::F32 && w.dtype() == DType::F32 {
         x.contiguous()?.apply_op3(
@@ -460,8 +502,11 @@ pub fn conv2d(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tens
 
 /// The same from candle's stock ops (any device; reference for tests).
 pub fn conv2d_ref(x: &Tensor, w: &Tensor, b: &Tensor, padding: usize) -> Result<Tensor> {
-    x.conv2d(w, padding, 1, 1, 1)?
-        .broadcast_add(&b.reshape((1, (), 1, 1))?)
+    let y = x.conv2d(w, padding, 1, 1, 1)?;
+    match b.rank() {
+        1 => y.broadcast_add(&b.reshape((1, (), 1, 1))?),
+        _ => y.broadcast_add(&b.unsqueeze(2)?.unsqueeze(3)?),
+    }
 }
 
 #[cfg(test)]

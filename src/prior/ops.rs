@@ -1,4 +1,5 @@
-//! A fused GroupNorm (+ optional SiLU) for the CPU, with its backward.
+//! A fused GroupNorm (+ optional SiLU) for the CPU, with its backward, and the switch between
+//! this crate's CPU kernels and candle's stock ops.
 //!
 //! candle composes GroupNorm from about ten ops, each allocating and each with its own
 //! backward; at 64² this and the activations dominated a training step. One pass per group
@@ -7,8 +8,9 @@
 
 use std::cell::Cell;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
-use rayon::prelude::*;
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+
+use super::fast_conv::{par_for, SharedOut};
 
 thread_local! {
     static STOCK: Cell<bool> = const { Cell::new(false) };
@@ -78,28 +80,29 @@ impl CustomOp3 for GroupNormOp {
         let cpg = c / self.groups;
         let chunk = cpg * hw;
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(chunk)
-            .zip(x.par_chunks(chunk))
-            .enumerate()
-            .for_each(|(i, (yc, xc))| {
-                let g = i % self.groups;
-                let (mean, rstd) = stats(xc, self.eps);
-                for k in 0..cpg {
-                    let ch = g * cpg + k;
-                    let (a, b) = (gamma[ch] * rstd, beta[ch] - mean * gamma[ch] * rstd);
-                    let (xs, ys) = (&xc[k * hw..(k + 1) * hw], &mut yc[k * hw..(k + 1) * hw]);
-                    if self.silu {
-                        for (o, &v) in ys.iter_mut().zip(xs) {
-                            let n = v * a + b;
-                            *o = n * sigmoid(n);
-                        }
-                    } else {
-                        for (o, &v) in ys.iter_mut().zip(xs) {
-                            *o = v * a + b;
-                        }
+        let out = SharedOut::new(&mut y);
+        par_for(x.len() / chunk, |i| {
+            // SAFETY: chunk i of y, written by this call only.
+            let yc = unsafe { out.slice(i * chunk, chunk) };
+            let xc = &x[i * chunk..(i + 1) * chunk];
+            let g = i % self.groups;
+            let (mean, rstd) = stats(xc, self.eps);
+            for k in 0..cpg {
+                let ch = g * cpg + k;
+                let (a, b) = (gamma[ch] * rstd, beta[ch] - mean * gamma[ch] * rstd);
+                let (xs, ys) = (&xc[k * hw..(k + 1) * hw], &mut yc[k * hw..(k + 1) * hw]);
+                if self.silu {
+                    for (o, &v) in ys.iter_mut().zip(xs) {
+                        let n = v * a + b;
+                        *o = n * sigmoid(n);
+                    }
+                } else {
+                    for (o, &v) in ys.iter_mut().zip(xs) {
+                        *o = v * a + b;
                     }
                 }
-            });
+            }
+        });
         Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
 
@@ -107,78 +110,114 @@ impl CustomOp3 for GroupNormOp {
         &self,
         x: &Tensor,
         gamma: &Tensor,
-        _beta: &Tensor,
+        beta: &Tensor,
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let dims = x.dims().to_vec();
         let c = dims[1];
         let hw: usize = dims[2..].iter().product();
-        let cpg = c / self.groups;
-        let chunk = cpg * hw;
-        let xv: Vec<f32> = x.flatten_all()?.to_vec1()?;
-        let gv: Vec<f32> = gamma.to_vec1()?;
-        let betav: Vec<f32> = _beta.to_vec1()?;
-        let dyv: Vec<f32> = grad.contiguous()?.flatten_all()?.to_vec1()?;
-        let mut dx = vec![0f32; xv.len()];
-        // Per chunk: dx and this chunk's per-channel contributions to dγ and dβ.
-        let partial: Vec<(usize, Vec<f32>, Vec<f32>)> = dx
-            .par_chunks_mut(chunk)
-            .zip(xv.par_chunks(chunk).zip(dyv.par_chunks(chunk)))
-            .enumerate()
-            .map(|(i, (dxc, (xc, dyc)))| {
-                let g = i % self.groups;
-                let (mean, rstd) = stats(xc, self.eps);
-                let mut dg = vec![0f32; cpg];
-                let mut db = vec![0f32; cpg];
-                // dn: gradient w.r.t. the affine output (through SiLU when fused).
-                let mut dn = vec![0f32; chunk];
-                let (mut s1, mut s2) = (0f64, 0f64);
-                for k in 0..cpg {
-                    let ch = g * cpg + k;
-                    let (ga, be) = (gv[ch], betav[ch]);
-                    for j in k * hw..(k + 1) * hw {
-                        let xh = (xc[j] - mean) * rstd;
-                        let mut d = dyc[j];
-                        if self.silu {
-                            let n = xh * ga + be;
-                            let s = sigmoid(n);
-                            d *= s * (1.0 + n * (1.0 - s));
-                        }
-                        dn[j] = d;
-                        dg[k] += d * xh;
-                        db[k] += d;
-                        let dxh = d * ga;
-                        s1 += dxh as f64;
-                        s2 += (dxh * xh) as f64;
-                    }
-                }
-                let m1 = (s1 / chunk as f64) as f32;
-                let m2 = (s2 / chunk as f64) as f32;
-                for k in 0..cpg {
-                    let ga = gv[g * cpg + k];
-                    for j in k * hw..(k + 1) * hw {
-                        let xh = (xc[j] - mean) * rstd;
-                        dxc[j] = rstd * (dn[j] * ga - m1 - xh * m2);
-                    }
-                }
-                (g, dg, db)
+        let grad = grad.contiguous()?;
+        let (dx, dgamma, dbeta) = with_cpu_f32(x, |xv| {
+            with_cpu_f32(gamma, |gv| {
+                with_cpu_f32(beta, |bv| {
+                    with_cpu_f32(&grad, |dyv| self.backward(xv, gv, bv, dyv, c, hw))
+                })
             })
-            .collect();
-        let mut dgamma = vec![0f32; c];
-        let mut dbeta = vec![0f32; c];
-        for (g, dg, db) in partial {
-            for k in 0..cpg {
-                dgamma[g * cpg + k] += dg[k];
-                dbeta[g * cpg + k] += db[k];
-            }
-        }
+        })????;
         let dev = x.device();
         Ok((
             Some(Tensor::from_vec(dx, dims, dev)?),
             Some(Tensor::from_vec(dgamma, c, dev)?),
             Some(Tensor::from_vec(dbeta, c, dev)?),
         ))
+    }
+}
+
+impl GroupNormOp {
+    /// dx, dγ, dβ from x, γ, β and dy (contiguous, C channels).
+    fn backward(
+        &self,
+        xv: &[f32],
+        gv: &[f32],
+        betav: &[f32],
+        dyv: &[f32],
+        c: usize,
+        hw: usize,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let cpg = c / self.groups;
+        let chunk = cpg * hw;
+        let n_chunks = xv.len() / chunk;
+        let mut dx = vec![0f32; xv.len()];
+        // Per chunk (one group of one image): its contributions to dγ and dβ, summed below in
+        // a fixed order.
+        let mut parts = vec![0f32; n_chunks * 2 * cpg];
+        let (dx_out, parts_out) = (SharedOut::new(&mut dx), SharedOut::new(&mut parts));
+        par_for(n_chunks, |i| {
+            // SAFETY: chunk i of dx and of the partial sums, written by this call only.
+            let (dxc, part) = unsafe {
+                (
+                    dx_out.slice(i * chunk, chunk),
+                    parts_out.slice(i * 2 * cpg, 2 * cpg),
+                )
+            };
+            let (dg, db) = part.split_at_mut(cpg);
+            let xc = &xv[i * chunk..(i + 1) * chunk];
+            let dyc = &dyv[i * chunk..(i + 1) * chunk];
+            let g = i % self.groups;
+            let (mean, rstd) = stats(xc, self.eps);
+            // dn: gradient w.r.t. the affine output (through SiLU when fused), kept in dx.
+            let (mut s1, mut s2) = (0f64, 0f64);
+            for k in 0..cpg {
+                let ch = g * cpg + k;
+                let (ga, be) = (gv[ch], betav[ch]);
+                let (mut sg, mut sb) = (0f32, 0f32);
+                for j in k * hw..(k + 1) * hw {
+                    let xh = (xc[j] - mean) * rstd;
+                    let mut d = dyc[j];
+                    if self.silu {
+                        let n = xh * ga + be;
+                        let s = sigmoid(n);
+                        d *= s * (1.0 + n * (1.0 - s));
+                    }
+                    dxc[j] = d;
+                    sg += d * xh;
+                    sb += d;
+                }
+                dg[k] = sg;
+                db[k] = sb;
+                s1 += (sb * ga) as f64;
+                s2 += (sg * ga) as f64;
+            }
+            let m1 = (s1 / chunk as f64) as f32;
+            let m2 = (s2 / chunk as f64) as f32;
+            for k in 0..cpg {
+                let ga = gv[g * cpg + k];
+                for j in k * hw..(k + 1) * hw {
+                    let xh = (xc[j] - mean) * rstd;
+                    dxc[j] = rstd * (dxc[j] * ga - m1 - xh * m2);
+                }
+            }
+        });
+        let mut dgamma = vec![0f32; c];
+        let mut dbeta = vec![0f32; c];
+        for (i, part) in parts.chunks(2 * cpg).enumerate() {
+            let g = i % self.groups;
+            for k in 0..cpg {
+                dgamma[g * cpg + k] += part[k];
+                dbeta[g * cpg + k] += part[cpg + k];
+            }
+        }
+        (dx, dgamma, dbeta)
+    }
+}
+
+/// Runs `f` on the contiguous f32 CPU data of `t`.
+fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let (s, l) = t.storage_and_layout();
+    match &*s {
+        Storage::Cpu(cs) => Ok(f(contiguous(cs, l, "tensor")?)),
+        _ => candle_core::bail!("fused group norm: tensors must be on the CPU"),
     }
 }
 
@@ -271,196 +310,102 @@ mod tests {
     }
 }
 
-/// im2col for a k×k convolution with stride 1 and zero padding k/2:
-/// (B, C, H, W) → (B, C·k², H·W), column order (c, ky, kx) as in a (O, C, k, k) weight.
-///
-/// One pass instead of padding, k² narrowed views and a stack: the backward of those views
-/// in candle pads each gradient back to full size and adds it, k² times per convolution.
-struct Im2Col {
-    k: usize,
+/// `(a + b)·scale` in one pass (a residual join), with its backward.
+struct ScaledSum {
+    scale: f32,
 }
 
-/// Also appends a row of ones per batch element, so that a convolution's bias folds into
-/// its GEMM (a broadcast add and its reduction were a tenth of a training step).
-fn im2col_cpu(x: &[f32], b: usize, c: usize, h: usize, w: usize, k: usize) -> Vec<f32> {
-    let p = (k / 2) as isize;
-    let hw = h * w;
-    let per_b = (c * k * k + 1) * hw;
-    let mut out = vec![0f32; b * per_b];
-    out.par_chunks_mut(per_b).enumerate().for_each(|(bi, ob)| {
-        let (cols, ones) = ob.split_at_mut(c * k * k * hw);
-        ones.fill(1.0);
-        cols.par_chunks_mut(k * k * hw)
-            .enumerate()
-            .for_each(|(ci, o)| {
-                let bc = bi * c + ci;
-                let src = &x[bc * hw..(bc + 1) * hw];
-                for ky in 0..k {
-                    for kx in 0..k {
-                        let dst = &mut o[(ky * k + kx) * hw..(ky * k + kx + 1) * hw];
-                        let dy = ky as isize - p;
-                        let dx = kx as isize - p;
-                        let x0 = (-dx).max(0) as usize;
-                        let x1 = (w as isize - dx).min(w as isize).max(0) as usize;
-                        for y in 0..h {
-                            let sy = y as isize + dy;
-                            if sy < 0 || sy >= h as isize || x1 <= x0 {
-                                continue;
-                            }
-                            let srow = &src[sy as usize * w..(sy as usize + 1) * w];
-                            let drow = &mut dst[y * w..(y + 1) * w];
-                            let sx0 = (x0 as isize + dx) as usize;
-                            drow[x0..x1].copy_from_slice(&srow[sx0..sx0 + (x1 - x0)]);
-                        }
-                    }
-                }
-            });
-    });
-    out
-}
-
-/// The adjoint of [`im2col_cpu`]: sums columns back onto the image.
-fn col2im_cpu(g: &[f32], b: usize, c: usize, h: usize, w: usize, k: usize) -> Vec<f32> {
-    let p = (k / 2) as isize;
-    let hw = h * w;
-    let mut out = vec![0f32; b * c * hw];
-    let per_b = (c * k * k + 1) * hw;
-    out.par_chunks_mut(hw).enumerate().for_each(|(bc, dst)| {
-        let base = (bc / c) * per_b + (bc % c) * k * k * hw;
-        let src = &g[base..base + k * k * hw];
-        for ky in 0..k {
-            for kx in 0..k {
-                let col = &src[(ky * k + kx) * hw..(ky * k + kx + 1) * hw];
-                let dy = ky as isize - p;
-                let dx = kx as isize - p;
-                let x0 = (-dx).max(0) as usize;
-                let x1 = (w as isize - dx).min(w as isize).max(0) as usize;
-                for y in 0..h {
-                    let sy = y as isize + dy;
-                    if sy < 0 || sy >= h as isize || x1 <= x0 {
-                        continue;
-                    }
-                    let drow = &mut dst[sy as usize * w..(sy as usize + 1) * w];
-                    let crow = &col[y * w..(y + 1) * w];
-                    let sx0 = (x0 as isize + dx) as usize;
-                    for (d, s) in drow[sx0..sx0 + (x1 - x0)].iter_mut().zip(&crow[x0..x1]) {
-                        *d += s;
-                    }
-                }
-            }
-        }
-    });
-    out
-}
-
-impl candle_core::CustomOp1 for Im2Col {
+impl candle_core::CustomOp2 for ScaledSum {
     fn name(&self) -> &'static str {
-        "im2col"
+        "scaled-sum"
     }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s, l, "im2col input")?;
-        let (b, c, h, w) = l.shape().dims4()?;
-        let out = im2col_cpu(x, b, c, h, w, self.k);
-        Ok((
-            CpuStorage::F32(out),
-            Shape::from((b, c * self.k * self.k + 1, h * w)),
-        ))
-    }
-    fn bwd(&self, arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        let (b, c, h, w) = arg.dims4()?;
-        let g: Vec<f32> = grad.contiguous()?.flatten_all()?.to_vec1()?;
-        let dx = col2im_cpu(&g, b, c, h, w, self.k);
-        Ok(Some(Tensor::from_vec(dx, (b, c, h, w), arg.device())?))
-    }
-}
 
-/// Columns of a k×k, stride-1, "same"-padded convolution plus a row of ones (for the bias):
-/// (B, C, H, W) → (B, C·k² + 1, H·W).
-pub fn im2col(x: &Tensor, k: usize) -> Result<Tensor> {
-    if x.device().is_cpu() && x.dtype() == DType::F32 {
-        x.contiguous()?.apply_op1(Im2Col { k })
-    } else {
-        im2col_ref(x, k)
-    }
-}
-
-/// The same from candle's basic ops (any device; reference for tests).
-pub fn im2col_ref(x: &Tensor, k: usize) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    let p = k / 2;
-    let xp = x.pad_with_zeros(2, p, p)?.pad_with_zeros(3, p, p)?;
-    let mut views = Vec::with_capacity(k * k);
-    for ky in 0..k {
-        for kx in 0..k {
-            views.push(xp.narrow(2, ky, h)?.narrow(3, kx, w)?);
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let a = contiguous(s1, l1, "scaled sum lhs")?;
+        let b = contiguous(s2, l2, "scaled sum rhs")?;
+        if l1.shape() != l2.shape() {
+            candle_core::bail!(
+                "scaled sum: shapes {:?} and {:?} differ",
+                l1.shape(),
+                l2.shape()
+            );
         }
+        let mut y = vec![0f32; a.len()];
+        let piece = 1 << 14;
+        let out = SharedOut::new(&mut y);
+        par_for(a.len().div_ceil(piece), |j| {
+            let (s, e) = (j * piece, ((j + 1) * piece).min(a.len()));
+            // SAFETY: piece j of y, written by this call only.
+            let yj = unsafe { out.slice(s, e - s) };
+            for ((o, &u), &v) in yj.iter_mut().zip(&a[s..e]).zip(&b[s..e]) {
+                *o = (u + v) * self.scale;
+            }
+        });
+        Ok((CpuStorage::F32(y), l1.shape().clone()))
     }
-    let cols = Tensor::stack(&views, 2)?.reshape((b, c * k * k, h * w))?;
-    let ones = Tensor::ones((b, 1, h * w), x.dtype(), x.device())?;
-    Tensor::cat(&[&cols, &ones], 1)
+
+    fn bwd(
+        &self,
+        _a: &Tensor,
+        _b: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let g = grad.affine(self.scale as f64, 0.0)?;
+        Ok((Some(g.clone()), Some(g)))
+    }
+}
+
+/// `(a + b)·scale`: one op on the CPU (f32), candle's add and affine elsewhere.
+pub fn scaled_sum(a: &Tensor, b: &Tensor, scale: f64) -> Result<Tensor> {
+    if a.device().is_cpu() && a.dtype() == DType::F32 && !stock_kernels() {
+        a.contiguous()?.apply_op2(
+            &b.contiguous()?,
+            ScaledSum {
+                scale: scale as f32,
+            },
+        )
+    } else {
+        (a + b)? * scale
+    }
 }
 
 #[cfg(test)]
-mod im2col_tests {
+mod scaled_sum_tests {
     use super::*;
     use candle_core::{Device, Var};
 
     #[test]
-    fn im2col_matches_reference_and_conv2d() {
+    fn scaled_sum_matches_add_and_scale() {
         let dev = Device::Cpu;
-        let (b, c, h, w) = (2, 3, 5, 4);
-        let xv: Vec<f32> = (0..b * c * h * w)
-            .map(|i| ((i * 37 % 23) as f32) / 7.0 - 1.0)
+        let n = 3 * 5 * 7 * 11 * 13;
+        let a: Vec<f32> = (0..n)
+            .map(|i| ((i * 37 % 101) as f32) / 50.0 - 1.0)
             .collect();
-        let x = Var::from_tensor(&Tensor::from_vec(xv, (b, c, h, w), &dev).unwrap()).unwrap();
-        let a = im2col(&x, 3).unwrap();
-        let r = im2col_ref(&x, 3).unwrap();
-        assert_eq!(
-            a.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-            r.flatten_all().unwrap().to_vec1::<f32>().unwrap()
-        );
-        let wv: Vec<f32> = (0..a.elem_count())
-            .map(|i| ((i * 11 % 17) as f32) / 5.0)
-            .collect();
-        let wt = Tensor::from_vec(wv, a.shape(), &dev).unwrap();
-        let ga = (a * &wt).unwrap().sum_all().unwrap().backward().unwrap();
-        let gr = (r * &wt).unwrap().sum_all().unwrap().backward().unwrap();
-        let d = (ga.get(&x).unwrap() - gr.get(&x).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
-        assert!(d < 1e-4);
-        // A convolution through the columns equals candle's conv2d.
-        let kv: Vec<f32> = (0..4 * c * 9)
-            .map(|i| ((i * 5 % 13) as f32) / 6.0 - 1.0)
-            .collect();
-        let kern = Tensor::from_vec(kv, (4, c, 3, 3), &dev).unwrap();
-        let bias = Tensor::new(&[0.5f32, -1.0, 0.25, 2.0], &dev).unwrap();
-        let wb = Tensor::cat(
-            &[
-                kern.reshape((4, c * 9)).unwrap(),
-                bias.reshape((4, 1)).unwrap(),
-            ],
-            1,
-        )
-        .unwrap();
-        let y = wb
-            .broadcast_left(b)
-            .unwrap()
-            .matmul(&im2col(&x, 3).unwrap())
-            .unwrap()
-            .reshape((b, 4, h, w))
-            .unwrap();
-        let y2 = x
-            .conv2d(&kern, 1, 1, 1, 1)
-            .unwrap()
-            .broadcast_add(&bias.reshape((1, 4, 1, 1)).unwrap())
-            .unwrap();
-        let d = (y - y2).unwrap().abs().unwrap().max_all().unwrap();
-        assert!(d.to_scalar::<f32>().unwrap() < 1e-4);
+        let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 29) as f32) / 10.0).collect();
+        let a = Var::from_tensor(&Tensor::from_vec(a, (3, 5, 7, 143), &dev).unwrap()).unwrap();
+        let b = Var::from_tensor(&Tensor::from_vec(b, (3, 5, 7, 143), &dev).unwrap()).unwrap();
+        let w = (a.as_tensor() * 0.5).unwrap().cos().unwrap();
+        let y = scaled_sum(&a, &b, 0.7).unwrap();
+        let r = ((a.as_tensor() + b.as_tensor()).unwrap() * 0.7).unwrap();
+        let d = (&y - &r).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+        let g = (y * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        let w07 = (&w * 0.7).unwrap();
+        for v in [&a, &b] {
+            let d = (g.get(v).unwrap() - &w07)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+        }
     }
 }
