@@ -598,6 +598,20 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
     super::interrupt::check()?;
     let t_sample = t_sample.elapsed();
     let hst = &hst;
+    let bad = samples
+        .iter()
+        .filter(|s| s.iter().any(|v| !v.is_finite()))
+        .count();
+    if bad > 0 {
+        // Nothing written: a NaN image is no result.
+        bail!(
+            "{bad} of {} chains diverged (non-finite pixels); the likelihood is too stiff for \
+             {} steps of {:?}: use more --steps, --method cla, or a smaller --alpha",
+            samples.len(),
+            args.steps,
+            opts.method
+        );
+    }
 
     // Products in physical units (image units per model pixel).
     let npix = side * side;
