@@ -128,10 +128,17 @@ fn dps_score<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
 ) -> Result<Tensor> {
     let xv = Var::from_tensor(&x.detach())?;
     let x0 = model.denoise(xv.as_tensor(), t)?;
-    // v = ∇_{x̂₀} log p(y | x̂₀), the exact likelihood score at the denoised image.
+    // v = ∇_{x̂₀} log N(y; A x̂₀, Σ_y + r_t² diag(AAᵀ)): the likelihood at the denoised image,
+    // widened by x̂₀'s own uncertainty r_t² = σ_t²/(μ_t² + σ_t²) (ΠGDM, Song et al. 2023, for
+    // data of unit scale). Plain DPS (r_t = 0) took steps of g²·AᵀΣ⁻¹A early in the diffusion
+    // that blew up (NaN) on a simulated VLA observation at peak S/N ≈ 1000; at t → 0 the two
+    // agree.
+    let sde = model.sde();
+    let (mu, sig) = (sde.mu(t), sde.sigma(t));
+    let r_t = (sig * sig / (mu * mu + sig * sig)).sqrt() as f32;
     let x0s: Vec<f32> = x0.detach().flatten_all()?.to_vec1()?;
     let mut v = vec![0.0f32; x0s.len()];
-    lik.score_x0_batch(&x0s, &mut v)
+    lik.score_t_batch(&x0s, 1.0, r_t, &mut v)
         .map_err(candle_core::Error::wrap)?;
     let v = Tensor::from_vec(v, x0.shape(), x0.device())?;
     let grads = (x0 * v)?.sum_all()?.backward()?;
