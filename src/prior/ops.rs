@@ -391,7 +391,7 @@ mod scaled_sum_tests {
         let b: Vec<f32> = (0..n).map(|i| ((i * 13 % 29) as f32) / 10.0).collect();
         let a = Var::from_tensor(&Tensor::from_vec(a, (3, 5, 7, 143), &dev).unwrap()).unwrap();
         let b = Var::from_tensor(&Tensor::from_vec(b, (3, 5, 7, 143), &dev).unwrap()).unwrap();
-        let w = (a.as_tensor() * 0.5).unwrap().cos().unwrap();
+        let w = (a.as_tensor().detach() * 0.5).unwrap().cos().unwrap();
         let y = scaled_sum(&a, &b, 0.7).unwrap();
         let r = ((a.as_tensor() + b.as_tensor()).unwrap() * 0.7).unwrap();
         let d = (&y - &r).unwrap().abs().unwrap().max_all().unwrap();
