@@ -148,6 +148,17 @@ impl<A: ForwardOperator> LearnedNoiseLikelihood<A> {
     pub fn noise_score(&self, r: &[f32], rho: f64, out: &mut [f32]) -> Result<(), LikelihoodError> {
         let m = self.op.data_len();
         let b = r.len() / m;
+        if r.len() != b * m || out.len() != r.len() {
+            return Err(LikelihoodError::Length {
+                what: "batch of residuals (and scores)",
+                expected: b.max(1) * m,
+                got: if out.len() != r.len() {
+                    out.len()
+                } else {
+                    r.len()
+                },
+            });
+        }
         let n = self.model.image_size();
         let [_, dx] = self.data_shape;
         let nt = self.tiles.len();
@@ -221,6 +232,17 @@ impl<A: ForwardOperator> LearnedNoiseLikelihood<A> {
         let npix = self.op.image_len();
         let m = self.op.data_len();
         let b = xs.len() / npix;
+        if xs.len() != b * npix || grads.len() != xs.len() {
+            return Err(LikelihoodError::Length {
+                what: "batch of images (and gradients)",
+                expected: b.max(1) * npix,
+                got: if grads.len() != xs.len() {
+                    grads.len()
+                } else {
+                    xs.len()
+                },
+            });
+        }
         let mut r = vec![0.0f32; b * m];
         for (rc, xc) in r.chunks_mut(m).zip(xs.chunks(npix)) {
             self.op.forward(xc, rc);
@@ -350,5 +372,221 @@ impl<A: ForwardOperator> LikelihoodScore for LearnedNoiseLikelihood<A> {
             .map(|(ri, yi)| ((yi - ri) as f64).powi(2) / v)
             .sum::<f64>()
             / r.len() as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prior::checkpoint::{CheckpointConfig, TrainingInfo, FORMAT_VERSION};
+    use crate::prior::model::new_unet;
+    use crate::prior::sde::{VeSde, VpSde};
+    use crate::prior::UNetConfig;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use rand_distr::StandardNormal;
+
+    /// `y = scale · x` on an `ny × nx` image.
+    struct ScaledIdentity {
+        shape: [usize; 2],
+        scale: f32,
+    }
+
+    impl ForwardOperator for ScaledIdentity {
+        fn image_shape(&self) -> [usize; 2] {
+            self.shape
+        }
+        fn data_len(&self) -> usize {
+            self.shape[0] * self.shape[1]
+        }
+        fn forward(&self, x: &[f32], y: &mut [f32]) {
+            y.iter_mut().zip(x).for_each(|(a, b)| *a = self.scale * b);
+        }
+        fn adjoint(&self, r: &[f32], x: &mut [f32]) {
+            x.iter_mut().zip(r).for_each(|(a, b)| *a = self.scale * b);
+        }
+        fn diag_aat(&self) -> Vec<f32> {
+            vec![self.scale * self.scale; self.data_len()]
+        }
+    }
+
+    /// A noise model with random (not zero-initialised) weights: its output is a non-trivial
+    /// function of every input pixel, which is what the tiling checks need.
+    fn random_model(side: usize, sde: SdeConfig, norm: Normalisation) -> ScoreModel {
+        let cfg = UNetConfig::tiny(side);
+        let (net, varmap) = new_unet(&cfg, 1, &Device::Cpu).unwrap();
+        let mut rng = StdRng::seed_from_u64(4);
+        // Sorted by name: HashMap order differs between maps, and two models built here must
+        // get the same weights.
+        let vars = varmap.data().lock().unwrap();
+        let mut names: Vec<&String> = vars.keys().collect();
+        names.sort();
+        for v in names.into_iter().map(|k| &vars[k]) {
+            let n = v.elem_count();
+            let r: Vec<f32> = (0..n)
+                .map(|_| 0.3 * rng.sample::<f32, _>(StandardNormal))
+                .collect();
+            v.set(&Tensor::from_vec(r, v.shape(), &Device::Cpu).unwrap())
+                .unwrap();
+        }
+        let config = CheckpointConfig {
+            format_version: FORMAT_VERSION,
+            network: cfg,
+            sde,
+            image_size: side,
+            t_eps: 1e-5,
+            normalisation: norm,
+            training: TrainingInfo::default(),
+        };
+        ScoreModel::from_parts(net, config, Device::Cpu)
+    }
+
+    fn ve() -> SdeConfig {
+        SdeConfig::Ve(VeSde::new(0.01, 10.0))
+    }
+
+    #[test]
+    fn tiled_score_is_the_score_of_each_owning_tile() {
+        let n = 8;
+        let rms = 0.7;
+        let norm = Normalisation::NoiseRms { rms };
+        let shape = [16, 12];
+        let m = shape[0] * shape[1];
+        let op = ScaledIdentity { shape, scale: 1.0 };
+        let full =
+            LearnedNoiseLikelihood::new(op, vec![0.0; m], shape, random_model(n, ve(), norm))
+                .unwrap();
+        let mut rng = StdRng::seed_from_u64(9);
+        let r: Vec<f32> = (0..2 * m).map(|_| rng.sample(StandardNormal)).collect();
+        let rho = 0.3;
+        let mut got = vec![0.0f32; 2 * m];
+        full.noise_score(&r, rho, &mut got).unwrap();
+        let single = LearnedNoiseLikelihood::new(
+            ScaledIdentity {
+                shape: [n, n],
+                scale: 1.0,
+            },
+            vec![0.0; n * n],
+            [n, n],
+            random_model(n, ve(), norm),
+        )
+        .unwrap();
+        // Tiles start at rows {0, 8} and columns {0, 4} (the last column of tiles shifted
+        // back to end at the edge); columns 0..8 belong to the first, 8..12 to the second.
+        for c in 0..2 {
+            for (y0, x0) in [(0, 0), (0, 4), (8, 0), (8, 4)] {
+                let tile: Vec<f32> = (0..n * n)
+                    .map(|p| r[c * m + (y0 + p / n) * shape[1] + x0 + p % n])
+                    .collect();
+                let mut s = vec![0.0f32; n * n];
+                single.noise_score(&tile, rho, &mut s).unwrap();
+                for p in 0..n * n {
+                    let (py, px) = (y0 + p / n, x0 + p % n);
+                    let owner_x0 = if px < 8 { 0 } else { 4 };
+                    if owner_x0 == x0 {
+                        let g = got[c * m + py * shape[1] + px];
+                        assert!(
+                            (g - s[p]).abs() <= 1e-5 * (1.0 + s[p].abs()),
+                            "{g} vs {}",
+                            s[p]
+                        );
+                    }
+                }
+            }
+        }
+        assert!(got.iter().any(|v| v.abs() > 1e-3), "trivial scores");
+    }
+
+    #[test]
+    fn score_t_chain_rule_and_gaussian_limit() {
+        let n = 8;
+        let rms = 0.5;
+        let shape = [n, n];
+        let scale = 2.0f32;
+        let mut rng = StdRng::seed_from_u64(3);
+        let y: Vec<f32> = (0..n * n).map(|_| rng.sample(StandardNormal)).collect();
+        let x: Vec<f32> = (0..n * n).map(|_| rng.sample(StandardNormal)).collect();
+        let lik = LearnedNoiseLikelihood::new(
+            ScaledIdentity { shape, scale },
+            y.clone(),
+            shape,
+            random_model(n, ve(), Normalisation::NoiseRms { rms }),
+        )
+        .unwrap();
+        assert_eq!(lik.gamma(), 4.0);
+        // Inside the trained range: −Aᵀ ∇_n log p_ρ((μ y − A x)/μ) / μ, ρ = σ√γ/(μ rms).
+        let (mu, sigma) = (0.8f32, 0.1f32);
+        let mut g = vec![0.0f32; n * n];
+        lik.score_t(&x, mu, sigma, &mut g).unwrap();
+        let r: Vec<f32> = y
+            .iter()
+            .zip(&x)
+            .map(|(a, b)| (mu * a - scale * b) / mu)
+            .collect();
+        let rho = sigma as f64 * 2.0 / (mu as f64 * rms);
+        let mut sn = vec![0.0f32; n * n];
+        lik.noise_score(&r, rho, &mut sn).unwrap();
+        for (a, b) in g.iter().zip(&sn) {
+            let want = -scale * b / mu;
+            assert!(
+                (a - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                "{a} vs {want}"
+            );
+        }
+        // Far above the trained range: the Gaussian limit, −r/(rms² (1 + ρ²)) per datum.
+        let sigma = 200.0f32;
+        lik.score_t(&x, 1.0, sigma, &mut g).unwrap();
+        let rho = sigma as f64 * 2.0 / rms;
+        for i in 0..n * n {
+            let r = (y[i] - scale * x[i]) as f64;
+            let want = scale as f64 * r / (rms * rms * (1.0 + rho * rho));
+            assert!((g[i] as f64 - want).abs() <= 1e-6 + 1e-4 * want.abs());
+        }
+    }
+
+    #[test]
+    fn noise_time_matches_the_added_noise() {
+        let vp = SdeConfig::Vp(VpSde::new(0.1, 20.0));
+        for rho in [0.05, 0.5, 3.0] {
+            let t = time_of_ratio(&vp, rho, 1e-5);
+            assert!((vp.sigma(t) / vp.mu(t) / rho - 1.0).abs() < 1e-9);
+        }
+        let v = ve();
+        let t = time_of_ratio(&v, 0.2, 1e-5);
+        assert!((v.sigma(t) - 0.2).abs() < 1e-12);
+        assert_eq!(time_of_ratio(&v, 1e-4, 1e-5), 1e-5);
+    }
+
+    #[test]
+    fn rejects_non_noise_models_and_small_data() {
+        let op = ScaledIdentity {
+            shape: [8, 8],
+            scale: 1.0,
+        };
+        let peak = Normalisation::PerImagePeak { typical_peak: 1.0 };
+        let e = LearnedNoiseLikelihood::new(op, vec![0.0; 64], [8, 8], random_model(8, ve(), peak));
+        assert!(matches!(e, Err(LikelihoodError::NoiseModel(_))));
+        let op = ScaledIdentity {
+            shape: [8, 8],
+            scale: 1.0,
+        };
+        let norm = Normalisation::NoiseRms { rms: 1.0 };
+        let e =
+            LearnedNoiseLikelihood::new(op, vec![0.0; 64], [8, 8], random_model(16, ve(), norm));
+        assert!(matches!(e, Err(LikelihoodError::NoiseModel(_))));
+    }
+
+    #[test]
+    fn noise_tiles_skip_blank_tiles() {
+        // Two 16×20 images → 2×2 tiles of 8² each (the last 4 columns unused); one tile of the
+        // second image holds a blank pixel.
+        let (h, w) = (16, 20);
+        let mut data: Vec<f32> = (0..2 * h * w).map(|i| 1.0 + i as f32).collect();
+        data[h * w + 9 * w + 10] = 0.0;
+        let st = noise_tiles(&ImageStack::new(2, h, w, data.clone()), 8).unwrap();
+        assert_eq!((st.n, st.h, st.w), (7, 8, 8));
+        // The third tile of the first image starts at row 8, column 0.
+        assert_eq!(st.image(2)[0], data[8 * w]);
+        assert!(noise_tiles(&ImageStack::new(1, 4, 4, vec![1.0; 16]), 8).is_err());
     }
 }

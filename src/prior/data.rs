@@ -560,6 +560,25 @@ mod tests {
     }
 
     #[test]
+    fn noise_rms_normalisation_keeps_zero_and_records_rms() {
+        let raw = ImageStack::new(2, 8, 8, (0..128).map(|v| (v % 5) as f32 - 2.0).collect());
+        let pp = Preprocess {
+            size: 8,
+            crop: Some(8),
+            resample: Resample::Area,
+            norm: NormKind::NoiseRms,
+        };
+        let d = prepare(&raw, &pp, Path::new("n.npy")).unwrap();
+        let ms = raw.data.iter().map(|v| (v * v) as f64).sum::<f64>() / 128.0;
+        assert_eq!(d.normalisation, Normalisation::NoiseRms { rms: ms.sqrt() });
+        for (a, b) in d.images.data.iter().zip(&raw.data) {
+            assert!((*a as f64 - *b as f64 / ms.sqrt()).abs() < 1e-6);
+        }
+        let zeros = ImageStack::new(1, 8, 8, vec![0.0; 64]);
+        assert!(prepare(&zeros, &pp, Path::new("z.npy")).is_err());
+    }
+
+    #[test]
     fn fits_cube_reads_as_stack() {
         use fitsio::images::{ImageDescription, ImageType};
         let dir = tempfile::tempdir().unwrap();
