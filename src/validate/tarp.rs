@@ -73,25 +73,48 @@ pub fn fractional_rank<R: Rng + ?Sized>(below: usize, equal: usize, n: usize, rn
     (r as f64 + rng.random::<f64>()) / (n + 1) as f64
 }
 
-/// One reference point per truth, each pixel uniform in the range that pixel spans over all
-/// truths (the `tarp` package's "random" references, without its per-pixel rescaling, which
-/// blows up pixels that are nearly constant, such as an empty image border).
+/// One reference point per truth, each pixel uniform in the range that pixel spans over the
+/// *other* truths (the `tarp` package's "random" references, without its per-pixel rescaling,
+/// which blows up nearly constant pixels such as an empty border). Leaving truth i out keeps
+/// its reference independent of it: with the full range, a truth at the edge of the range has
+/// its reference always on the inner side, which biases f towards 1 (false over-confidence).
 pub fn reference_points(truths: &[&[f32]], seed: u64) -> Vec<Vec<f32>> {
     let d = truths.first().map_or(0, |t| t.len());
-    let mut lo = vec![f32::INFINITY; d];
-    let mut hi = vec![f32::NEG_INFINITY; d];
-    for t in truths {
+    let n = truths.len();
+    // Per pixel, the two lowest and two highest values with the truth holding the extreme.
+    let mut lo = vec![(f32::INFINITY, usize::MAX, f32::INFINITY); d];
+    let mut hi = vec![(f32::NEG_INFINITY, usize::MAX, f32::NEG_INFINITY); d];
+    for (i, t) in truths.iter().enumerate() {
         for (k, &v) in t.iter().enumerate() {
-            lo[k] = lo[k].min(v);
-            hi[k] = hi[k].max(v);
+            let l = &mut lo[k];
+            if v < l.0 {
+                *l = (v, i, l.0);
+            } else if v < l.2 {
+                l.2 = v;
+            }
+            let h = &mut hi[k];
+            if v > h.0 {
+                *h = (v, i, h.0);
+            } else if v > h.2 {
+                h.2 = v;
+            }
         }
     }
     let mut rng = StdRng::seed_from_u64(seed);
-    truths
-        .iter()
-        .map(|_| {
+    (0..n)
+        .map(|i| {
             (0..d)
-                .map(|k| lo[k] + (hi[k] - lo[k]) * rng.random::<f32>())
+                .map(|k| {
+                    let (a, b) = if n > 1 {
+                        (
+                            if lo[k].1 == i { lo[k].2 } else { lo[k].0 },
+                            if hi[k].1 == i { hi[k].2 } else { hi[k].0 },
+                        )
+                    } else {
+                        (lo[k].0, hi[k].0)
+                    };
+                    a + (b - a) * rng.random::<f32>()
+                })
                 .collect()
         })
         .collect()
