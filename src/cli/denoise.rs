@@ -556,7 +556,6 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
                 .map(|(r, g)| if g > 0.0 { (r / g).max(1.0) } else { 1.0 })
                 .collect();
             let mut lik = GaussianLikelihood::new(scaled(hst), y.clone(), &sig)?;
-            lik.alpha = args.alpha;
             lik.inflate_gamma(&factors)?;
             let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
             let chi2: Vec<f64> = s.iter().map(|x| lik.reduced_chi2(x)).collect();

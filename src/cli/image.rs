@@ -275,8 +275,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
                 inner: CellAveraged::new(&grid)?,
                 scale: scale_f32,
             };
-            let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
-            lik.alpha = args.alpha;
+            let lik = GaussianLikelihood::new(op, y, &sigma)?;
             let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
             let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect::<Vec<_>>();
             (s, chi2, grid.n_cells())
@@ -298,7 +297,6 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             };
             let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
             lik.inflate_gamma(&inflate)?;
-            lik.alpha = args.alpha;
             let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
             let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect::<Vec<_>>();
             (s, chi2, n_usable)
