@@ -212,10 +212,13 @@ fn load_model() -> ScoreModel {
     ScoreModel::load(std::path::Path::new(MODEL_DIR), &Device::Cpu).unwrap()
 }
 
+/// A linear functional of the image as a sparse row `(pixel, coefficient)`.
+type SparseRow = Vec<(usize, f64)>;
+
 /// Linear functionals of the image whose posterior coverage is checked, as sparse rows:
 /// pixels; horizontal neighbour differences (high-pass: the correlated noise is weak there);
 /// 4×4 block means (low-pass: the noise is strong there).
-fn functionals() -> [(&'static str, Vec<Vec<(usize, f64)>>); 3] {
+fn functionals() -> [(&'static str, Vec<SparseRow>); 3] {
     let pixels = (0..N * N).map(|p| vec![(p, 1.0)]).collect();
     let diffs = (0..N)
         .flat_map(|i| (0..N - 1).map(move |j| vec![(i * N + j + 1, 1.0), (i * N + j, -1.0)]))

@@ -933,8 +933,8 @@ mod tests {
         // Every coarse sample lands on a fine pixel; midpoints are averages.
         assert_eq!(r[2 * 5 + 2], 4.0);
         assert_eq!(r[4 * 5 + 4], 8.0);
-        assert_eq!(r[0 * 5 + 1], 0.5);
-        assert_eq!(r[1 * 5 + 1], 2.0);
+        assert_eq!(r[1], 0.5); // row 0, column 1
+        assert_eq!(r[5 + 1], 2.0); // row 1, column 1
     }
 
     #[test]

@@ -480,16 +480,12 @@ mod tests {
                     .collect();
                 let mut s = vec![0.0f32; n * n];
                 single.noise_score(&tile, rho, &mut s).unwrap();
-                for p in 0..n * n {
+                for (p, &sp) in s.iter().enumerate() {
                     let (py, px) = (y0 + p / n, x0 + p % n);
                     let owner_x0 = if px < 8 { 0 } else { 4 };
                     if owner_x0 == x0 {
                         let g = got[c * m + py * shape[1] + px];
-                        assert!(
-                            (g - s[p]).abs() <= 1e-5 * (1.0 + s[p].abs()),
-                            "{g} vs {}",
-                            s[p]
-                        );
+                        assert!((g - sp).abs() <= 1e-5 * (1.0 + sp.abs()), "{g} vs {}", sp);
                     }
                 }
             }

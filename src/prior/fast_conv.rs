@@ -137,6 +137,7 @@ struct Mat {
 ///
 /// # Safety
 /// Every operand must cover the extent its dimensions and strides address.
+#[allow(clippy::too_many_arguments)] // the BLAS-style signature of gemm::gemm
 unsafe fn sgemm(
     m: usize,
     n: usize,

@@ -83,13 +83,16 @@ pub struct ValidateOptions {
     pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
+/// A map from one image to another (e.g. a convolution), shareable across threads.
+pub type ImageMap = Box<dyn Fn(&[f32]) -> Vec<f32> + Send + Sync>;
+
 /// A classic image of one simulated data set, to compare the posterior mean against.
 pub struct BaselineImage {
     /// Restored image, Jy/beam.
     pub restored: Vec<f32>,
     /// `image ↦ image ⊛ beam` (beam of peak 1): a Jy/pixel image to Jy/beam at the restoring
     /// resolution.
-    pub convolve: Box<dyn Fn(&[f32]) -> Vec<f32> + Send + Sync>,
+    pub convolve: ImageMap,
     /// Beam area in pixels (`Σ beam`): Jy/beam ÷ area = Jy/pixel.
     pub beam_area: f64,
 }
@@ -194,9 +197,8 @@ where
             t.len()
         )));
     }
-    if !(opts.sigma > 0.0 && opts.sigma.is_finite())
-        || !(opts.flux_scale > 0.0 && opts.flux_scale.is_finite())
-    {
+    let positive = |v: f64| v > 0.0 && v.is_finite();
+    if !positive(opts.sigma as f64) || !positive(opts.flux_scale as f64) {
         return Err(ValidateError::Input(format!(
             "noise σ ({}) and flux scale ({}) must be positive",
             opts.sigma, opts.flux_scale

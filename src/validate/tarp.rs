@@ -41,7 +41,7 @@ pub fn tarp_rank<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> f64 {
     let d = truth.len();
-    assert!(d > 0 && samples.len() % d == 0 && reference.len() == d);
+    assert!(d > 0 && samples.len().is_multiple_of(d) && reference.len() == d);
     let dist = |x: &[f32]| -> f64 {
         x.iter()
             .zip(reference)
