@@ -11,7 +11,7 @@ use plotters::prelude::*;
 use super::html::{self, Figure};
 use super::image_plot::{self, Colormap, SkyImage};
 use super::plot_util::{anyhow_like::Error as PlotError, ensure_font, PlotResult, FONT};
-use super::posterior::ReportError;
+use super::posterior::{write_bytes_atomic, write_png_atomic, ReportError};
 
 /// Everything the report shows. Images are `[iy][ix]`, row 0 at the bottom.
 pub struct DenoiseReport<'a> {
@@ -383,51 +383,4 @@ fn resid_histogram(path: &Path, v: &[f32]) -> PlotResult<()> {
         .map_err(err)?;
     root.present().map_err(err)?;
     Ok(())
-}
-
-/// Plotters picks the encoder from the extension, so the temporary name ends in `.png` too.
-fn temp_path(path: &Path) -> PathBuf {
-    let name = path
-        .file_name()
-        .and_then(|s| s.to_str())
-        .unwrap_or("report.png");
-    let ext = Path::new(name)
-        .extension()
-        .and_then(|e| e.to_str())
-        .unwrap_or("tmp");
-    path.with_file_name(format!(".{name}.{}.tmp.{ext}", std::process::id()))
-}
-
-fn write_png_atomic(
-    path: &Path,
-    draw: &dyn Fn(&Path) -> PlotResult<()>,
-) -> Result<(), ReportError> {
-    let tmp = temp_path(path);
-    if let Err(e) = draw(&tmp) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ReportError::Plot {
-            path: path.to_path_buf(),
-            msg: e.0,
-        });
-    }
-    rename(&tmp, path)
-}
-
-fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
-    let tmp = temp_path(path);
-    std::fs::write(&tmp, bytes).map_err(|source| ReportError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    rename(&tmp, path)
-}
-
-fn rename(tmp: &Path, path: &Path) -> Result<(), ReportError> {
-    std::fs::rename(tmp, path).map_err(|source| {
-        let _ = std::fs::remove_file(tmp);
-        ReportError::Io {
-            path: path.to_path_buf(),
-            source,
-        }
-    })
 }

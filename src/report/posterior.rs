@@ -382,7 +382,7 @@ fn emit_png(
     Ok(())
 }
 
-fn write_png_atomic(
+pub(super) fn write_png_atomic(
     path: &Path,
     draw: &dyn Fn(&Path) -> PlotResult<()>,
 ) -> Result<(), ReportError> {
@@ -399,7 +399,7 @@ fn write_png_atomic(
     rename(&tmp, path)
 }
 
-fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
+pub(super) fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), ReportError> {
     let tmp = temp_path(path);
     std::fs::write(&tmp, bytes).map_err(|source| ReportError::Io {
         path: path.to_path_buf(),
