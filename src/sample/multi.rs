@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::posterior::{end_time, Method, PriorScore, INTERRUPTED};
+use super::posterior::{dps_widening, end_time, Method, PriorScore, INTERRUPTED};
 use super::sde_samplers::{euler_maruyama, gaussian_like, predictor_corrector};
 use crate::likelihood::LikelihoodScore;
 use crate::prior::sde::Sde;
@@ -114,7 +114,8 @@ where
                 Method::Dps => {
                     let xv = Var::from_tensor(&x.detach())?;
                     let x0 = model.denoise(xv.as_tensor(), t.max(t_eps))?;
-                    let v = like_batch(&x0.detach(), 1.0, 0.0)?;
+                    let r_t = dps_widening(sde, t.max(t_eps));
+                    let v = like_batch(&x0.detach(), 1.0, r_t as f64)?;
                     let grads = (x0 * v)?.sum_all()?.backward()?;
                     grads.get(xv.as_tensor()).cloned().ok_or_else(|| {
                         candle_core::Error::Msg(

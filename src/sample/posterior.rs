@@ -133,9 +133,7 @@ fn dps_score<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
     // data of unit scale). Plain DPS (r_t = 0) took steps of g²·AᵀΣ⁻¹A early in the diffusion
     // that blew up (NaN) on a simulated VLA observation at peak S/N ≈ 1000; at t → 0 the two
     // agree.
-    let sde = model.sde();
-    let (mu, sig) = (sde.mu(t), sde.sigma(t));
-    let r_t = (sig * sig / (mu * mu + sig * sig)).sqrt() as f32;
+    let r_t = dps_widening(model.sde(), t);
     let x0s: Vec<f32> = x0.detach().flatten_all()?.to_vec1()?;
     let mut v = vec![0.0f32; x0s.len()];
     lik.score_t_batch(&x0s, 1.0, r_t, &mut v)
@@ -148,6 +146,13 @@ fn dps_score<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
             "DPS: no gradient reached the diffusion state".into(),
         )),
     }
+}
+
+/// DPS's widening of the likelihood at the denoised image: x̂₀'s own standard deviation
+/// `r_t = σ_t/√(μ_t² + σ_t²)` for data of unit scale (see `dps_score`).
+pub(crate) fn dps_widening(sde: &SdeConfig, t: f64) -> f32 {
+    let (mu, sig) = (sde.mu(t), sde.sigma(t));
+    (sig * sig / (mu * mu + sig * sig)).sqrt() as f32
 }
 
 /// The error message of a sampling run stopped through [`PosteriorOptions::cancel`].
