@@ -10,12 +10,10 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{
     count_usable, default_name, longest_baseline, output_path, parse_angle, read_with_progress,
-    set_threads, sky_header, SelectionArgs,
+    set_threads, sky_header, GriddingArgs, SelectionArgs,
 };
-use crate::imaging::weighting::RankFilter;
 use crate::imaging::{clean_with_progress, CleanOptions, ImagingError, ImagingOptions, Weighting};
 use crate::io::{write_image, HeaderValue};
-use crate::operator::nufft::{NufftOptions, WMode};
 use crate::operator::ImageGeometry;
 use ms_io::MeasurementSet;
 
@@ -62,22 +60,8 @@ pub struct CleanArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub selection: SelectionArgs,
-    /// Gridding and prediction accuracy (relative to a direct Fourier transform), 1e-7 … 1e-1.
-    #[arg(long, default_value_t = 1e-4)]
-    pub epsilon: f64,
-    /// W-term correction: auto (when the field and |w| need it), on or off.
-    #[arg(long, default_value = "auto")]
-    pub wgridding: String,
-    /// Padding of the weighting grid, as WSClean's -padding.
-    #[arg(long, default_value_t = crate::imaging::weighting::DEFAULT_PADDING)]
-    pub padding: f64,
-    /// WSClean's weighting rank filter: cap imaging weights at LEVEL × the local mean
-    /// (0 turns it off).
-    #[arg(long, default_value_t = 3.0)]
-    pub weighting_rank_filter: f64,
-    /// Window of the rank filter, in uv cells.
-    #[arg(long, default_value_t = 16)]
-    pub weighting_rank_filter_size: usize,
+    #[command(flatten)]
+    pub gridding: GriddingArgs,
     /// Threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -92,15 +76,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         [w, h] => (*w, *h),
         _ => bail!("--size takes WIDTH [HEIGHT]"),
     };
-    let w_mode = match args.wgridding.to_ascii_lowercase().as_str() {
-        "auto" => WMode::Auto,
-        "on" => WMode::On,
-        "off" => WMode::Off,
-        other => bail!("--wgridding must be auto, on or off, not '{other}'"),
-    };
-    if !(args.padding >= 1.0 && args.padding.is_finite()) {
-        bail!("--padding must be at least 1, got {}", args.padding);
-    }
+    let w_mode = args.gridding.w_mode()?;
     if args.niter == 0 {
         bail!("--niter must be at least 1 (use `interf-image dirty` for no CLEAN)");
     }
@@ -152,15 +128,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     };
     let geometry = ImageGeometry::new(nx, ny, scale, scale)?;
     let mut opts = ImagingOptions::new(geometry, weighting);
-    opts.padding = args.padding;
-    opts.rank_filter = (args.weighting_rank_filter >= 1.0).then_some(RankFilter {
-        level: args.weighting_rank_filter,
-        size: args.weighting_rank_filter_size.max(1),
-    });
-    opts.nufft = NufftOptions {
-        epsilon: args.epsilon,
-        w_mode,
-    };
+    args.gridding.apply(w_mode, &mut opts);
 
     let bar = ProgressBar::new(args.niter as u64).with_style(
         ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} iterations ({elapsed})")
@@ -194,7 +162,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     header.beam = Some(r.beam);
     header.extra = vec![
         ("WEIGHTNG".into(), HeaderValue::Str(weighting.describe())),
-        ("EPSILON".into(), HeaderValue::F64(args.epsilon)),
+        ("EPSILON".into(), HeaderValue::F64(args.gridding.epsilon)),
         ("NVIS".into(), HeaderValue::I64(r.stats.gridded as i64)),
         ("NITER".into(), HeaderValue::I64(args.niter as i64)),
         ("GAIN".into(), HeaderValue::F64(args.gain)),

@@ -255,3 +255,55 @@ mod tests {
         );
     }
 }
+
+/// Gridding and weighting options shared by `dirty` and `clean`, as WSClean spells them.
+#[derive(Debug, Clone, Args)]
+pub struct GriddingArgs {
+    /// Gridding accuracy (relative to a direct Fourier transform), 1e-7 … 1e-1.
+    #[arg(long, default_value_t = 1e-4)]
+    pub epsilon: f64,
+    /// W-term correction: auto (when the field and |w| need it), on or off.
+    #[arg(long, default_value = "auto")]
+    pub wgridding: String,
+    /// Padding of the weighting grid, as WSClean's -padding.
+    #[arg(long, default_value_t = crate::imaging::weighting::DEFAULT_PADDING)]
+    pub padding: f64,
+    /// WSClean's weighting rank filter: cap imaging weights at LEVEL × the local mean
+    /// (0 turns it off).
+    #[arg(long, default_value_t = 3.0)]
+    pub weighting_rank_filter: f64,
+    /// Window of the rank filter, in uv cells.
+    #[arg(long, default_value_t = 16)]
+    pub weighting_rank_filter_size: usize,
+}
+
+impl GriddingArgs {
+    /// The w-term mode; also checks `--padding`, before any data are read.
+    pub fn w_mode(&self) -> anyhow::Result<crate::operator::WMode> {
+        use crate::operator::WMode;
+        let mode = match self.wgridding.to_ascii_lowercase().as_str() {
+            "auto" => WMode::Auto,
+            "on" => WMode::On,
+            "off" => WMode::Off,
+            other => bail!("--wgridding must be auto, on or off, not '{other}'"),
+        };
+        if !(self.padding >= 1.0 && self.padding.is_finite()) {
+            bail!("--padding must be at least 1, got {}", self.padding);
+        }
+        Ok(mode)
+    }
+
+    /// Puts padding, rank filter and NUFFT accuracy into `opts`.
+    pub fn apply(&self, w_mode: crate::operator::WMode, opts: &mut crate::imaging::ImagingOptions) {
+        opts.padding = self.padding;
+        opts.rank_filter =
+            (self.weighting_rank_filter >= 1.0).then_some(crate::imaging::weighting::RankFilter {
+                level: self.weighting_rank_filter,
+                size: self.weighting_rank_filter_size.max(1),
+            });
+        opts.nufft = crate::operator::NufftOptions {
+            epsilon: self.epsilon,
+            w_mode,
+        };
+    }
+}

@@ -9,12 +9,10 @@ use indicatif::ProgressBar;
 
 use super::common::{
     count_usable, default_name, freq_range, longest_baseline, output_path, parse_angle,
-    read_with_progress, set_threads, sky_header, SelectionArgs,
+    read_with_progress, set_threads, sky_header, GriddingArgs, SelectionArgs,
 };
-use crate::imaging::weighting::RankFilter;
 use crate::imaging::{make_dirty_and_psf, ImagingOptions, Weighting};
 use crate::io::{write_image, HeaderValue};
-use crate::operator::nufft::{NufftOptions, WMode};
 use crate::operator::ImageGeometry;
 use ms_io::MeasurementSet;
 
@@ -37,48 +35,11 @@ pub struct DirtyArgs {
     pub name: Option<String>,
     #[command(flatten)]
     pub selection: SelectionArgs,
-    /// Gridding accuracy (relative to a direct Fourier transform), 1e-7 … 1e-1.
-    #[arg(long, default_value_t = 1e-4)]
-    pub epsilon: f64,
-    /// W-term correction: auto (when the field and |w| need it), on or off.
-    #[arg(long, default_value = "auto")]
-    pub wgridding: String,
-    /// Padding of the weighting grid, as WSClean's -padding.
-    #[arg(long, default_value_t = crate::imaging::weighting::DEFAULT_PADDING)]
-    pub padding: f64,
-    /// WSClean's weighting rank filter: cap imaging weights at LEVEL × the local mean
-    /// (0 turns it off).
-    #[arg(long, default_value_t = 3.0)]
-    pub weighting_rank_filter: f64,
-    /// Window of the rank filter, in uv cells.
-    #[arg(long, default_value_t = 16)]
-    pub weighting_rank_filter_size: usize,
+    #[command(flatten)]
+    pub gridding: GriddingArgs,
     /// Threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-}
-
-impl DirtyArgs {
-    /// What `interf-image VIS.ms` does with no other argument.
-    pub fn defaults_for(vis: PathBuf) -> Self {
-        Self {
-            vis,
-            size: vec![512],
-            scale: None,
-            weight: vec!["briggs".into(), "0".into()],
-            name: None,
-            selection: SelectionArgs {
-                column: "DATA".into(),
-                ..Default::default()
-            },
-            epsilon: 1e-4,
-            wgridding: "auto".into(),
-            padding: crate::imaging::weighting::DEFAULT_PADDING,
-            weighting_rank_filter: 3.0,
-            weighting_rank_filter_size: 16,
-            threads: 0,
-        }
-    }
 }
 
 pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
@@ -90,15 +51,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
         [w, h] => (*w, *h),
         _ => bail!("--size takes WIDTH [HEIGHT]"),
     };
-    let w_mode = match args.wgridding.to_ascii_lowercase().as_str() {
-        "auto" => WMode::Auto,
-        "on" => WMode::On,
-        "off" => WMode::Off,
-        other => bail!("--wgridding must be auto, on or off, not '{other}'"),
-    };
-    if !(args.padding >= 1.0 && args.padding.is_finite()) {
-        bail!("--padding must be at least 1, got {}", args.padding);
-    }
+    let w_mode = args.gridding.w_mode()?;
     let selection = args.selection.to_selection()?;
 
     let ms = MeasurementSet::open(&args.vis)?;
@@ -121,15 +74,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     };
     let geometry = ImageGeometry::new(nx, ny, scale, scale)?;
     let mut opts = ImagingOptions::new(geometry, weighting);
-    opts.padding = args.padding;
-    opts.rank_filter = (args.weighting_rank_filter >= 1.0).then_some(RankFilter {
-        level: args.weighting_rank_filter,
-        size: args.weighting_rank_filter_size.max(1),
-    });
-    opts.nufft = NufftOptions {
-        epsilon: args.epsilon,
-        w_mode,
-    };
+    args.gridding.apply(w_mode, &mut opts);
 
     let spinner = ProgressBar::new_spinner().with_message("gridding dirty image and PSF");
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -142,7 +87,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     let mut header = sky_header(&info, field_id, &chunks, scale, "JY/BEAM");
     header.extra = vec![
         ("WEIGHTNG".into(), HeaderValue::Str(weighting.describe())),
-        ("EPSILON".into(), HeaderValue::F64(args.epsilon)),
+        ("EPSILON".into(), HeaderValue::F64(args.gridding.epsilon)),
         (
             "NVIS".into(),
             HeaderValue::I64(products.stats.gridded as i64),
@@ -193,7 +138,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
         ny,
         asec(scale),
         weighting.describe(),
-        args.epsilon
+        args.gridding.epsilon
     );
     println!(
         "  dirty peak {:.4} Jy/beam at pixel ({}, {})",
