@@ -74,22 +74,8 @@ const SIGNIFICANCE_LEVELS: [f64; 3] = [-3.0, 3.0, 5.0];
 /// path of the HTML.
 pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, ReportError> {
     validate(r)?;
-    let base = Path::new(prefix);
-    let stem = base
-        .file_name()
-        .and_then(|s| s.to_str())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ReportError::Input(format!("prefix {prefix:?} has no file name")))?;
-    let dir = match base.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(ReportError::NoDir {
-            dir,
-            prefix: prefix.to_string(),
-        });
-    }
+    let (dir, stem) = split_prefix(prefix)?;
+    let stem = stem.as_str();
     let mut figures = Vec::new();
     // A macro, not a closure: the drawing closures borrow locals of their own iteration.
     macro_rules! emit {
@@ -360,6 +346,28 @@ fn temp_path(path: &Path) -> PathBuf {
         .and_then(|e| e.to_str())
         .unwrap_or("tmp");
     path.with_file_name(format!(".{name}.{}.tmp.{ext}", std::process::id()))
+}
+
+/// `DIR/STEM` → `(DIR, STEM)`: the folder (`.` when none; it must exist) and the file stem
+/// every product of a report is named after.
+pub(super) fn split_prefix(prefix: &str) -> Result<(PathBuf, String), ReportError> {
+    let base = Path::new(prefix);
+    let stem = base
+        .file_name()
+        .and_then(|s| s.to_str())
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| ReportError::Input(format!("prefix {prefix:?} has no file name")))?;
+    let dir = match base.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(ReportError::NoDir {
+            dir,
+            prefix: prefix.to_string(),
+        });
+    }
+    Ok((dir, stem.to_string()))
 }
 
 /// Draws `{stem}-report-{what}.png` in `dir` and adds it to the figure list.

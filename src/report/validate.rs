@@ -9,7 +9,7 @@ use plotters::prelude::*;
 use super::html::{self, Figure};
 use super::image_plot::{self, Colormap, SkyImage};
 use super::plot_util::{anyhow_like::Error as PlotError, ensure_font, PlotResult, FONT};
-use super::posterior::ReportError;
+use super::posterior::{split_prefix, ReportError};
 use crate::validate::Validation;
 
 /// What the report shows besides the numbers of [`Validation`].
@@ -34,22 +34,8 @@ pub fn write_validate_report(
     prefix: &str,
     r: &ValidateReport,
 ) -> Result<(PathBuf, PathBuf), ReportError> {
-    let base = Path::new(prefix);
-    let stem = base
-        .file_name()
-        .and_then(|s| s.to_str())
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| ReportError::Input(format!("prefix {prefix:?} has no file name")))?;
-    let dir = match base.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(ReportError::NoDir {
-            dir,
-            prefix: prefix.to_string(),
-        });
-    }
+    let (dir, stem) = split_prefix(prefix)?;
+    let stem = stem.as_str();
     let v = r.validation;
     let mut figures = Vec::new();
     let mut emit = |what: &str,
