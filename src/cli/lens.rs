@@ -86,6 +86,13 @@ pub struct LensArgs {
     pub seed: u64,
     #[arg(long, value_enum, default_value = "cla")]
     pub method: MethodArg,
+    /// Weight of the likelihood score (1 = the Bayesian posterior; other values are for
+    /// diagnosis and are recorded in the summary).
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f32,
+    /// Langevin corrector signal-to-noise ratio (0 = no corrector).
+    #[arg(long, default_value_t = 0.0)]
+    pub corrector_snr: f64,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
     /// Output prefix: NAME-samples.fits, -mean, -std, -model, -residual, -summary.json, -report.html.
@@ -508,6 +515,11 @@ pub struct LensSummary {
     pub source_centre_arcsec: [f64; 2],
     pub image_pixel_scale_arcsec: f64,
     pub gamma_inflation: f64,
+    pub alpha: f32,
+    pub corrector_snr: f64,
+    pub samples: usize,
+    pub steps: usize,
+    pub prior: String,
     pub seconds: f64,
 }
 
@@ -516,6 +528,12 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
     super::prior::tune_malloc();
     if args.samples == 0 || args.steps == 0 {
         bail!("--samples and --steps must be at least 1");
+    }
+    if !(args.alpha.is_finite() && args.alpha > 0.0) {
+        bail!("--alpha must be positive, got {}", args.alpha);
+    }
+    if !(args.corrector_snr.is_finite() && args.corrector_snr >= 0.0) {
+        bail!("--corrector-snr must be 0 or positive, got {}", args.corrector_snr);
     }
     if args.mask != "auto" && args.mask != "all" {
         bail!("--mask must be auto or all, got {:?}", args.mask);
@@ -561,8 +579,8 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
         steps: args.steps,
         batch: args.batch,
         seed: args.seed,
-        alpha: 1.0,
-        corrector: None,
+        alpha: args.alpha,
+        corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
         cancel: Some(super::interrupt::flag()),
     };
     let batches = args.samples.div_ceil(args.batch.max(1));
@@ -639,6 +657,14 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
         source_centre_arcsec: source.centre,
         image_pixel_scale_arcsec: image_grid.pixel_scale,
         gamma_inflation,
+        alpha: args.alpha,
+        corrector_snr: args.corrector_snr,
+        samples: n,
+        steps: args.steps,
+        prior: args
+            .prior
+            .as_ref()
+            .map_or("built-in (MiraBest)".into(), |p| p.display().to_string()),
         seconds: start.elapsed().as_secs_f64(),
     };
     let json = serde_json::to_string_pretty(&summary)?;
