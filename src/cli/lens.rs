@@ -533,7 +533,10 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
         bail!("--alpha must be positive, got {}", args.alpha);
     }
     if !(args.corrector_snr.is_finite() && args.corrector_snr >= 0.0) {
-        bail!("--corrector-snr must be 0 or positive, got {}", args.corrector_snr);
+        bail!(
+            "--corrector-snr must be 0 or positive, got {}",
+            args.corrector_snr
+        );
     }
     if args.mask != "auto" && args.mask != "all" {
         bail!("--mask must be auto or all, got {:?}", args.mask);
