@@ -22,6 +22,8 @@ use std::cell::RefCell;
 
 use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
 
+use super::simd::multiversion;
+
 /// Scratch floats per thread for a band of columns (4 MiB): the band's rows are chosen to fit.
 const BAND_FLOATS: usize = 1 << 20;
 
@@ -97,8 +99,9 @@ fn im2col_band(x: &[f32], g: &Geom, r0: usize, r1: usize, cols: &mut [f32]) {
     }
 }
 
-/// The adjoint of [`im2col_band`]: adds the band's columns onto the image gradient `dx`.
-fn col2im_band(cols: &[f32], g: &Geom, r0: usize, r1: usize, dx: &mut [f32]) {
+multiversion! {
+    /// The adjoint of [`im2col_band`]: adds the band's columns onto the image gradient `dx`.
+    fn col2im_band(cols: &[f32], g: &Geom, r0: usize, r1: usize, dx: &mut [f32]) {
     let (h, w, k, p, wo) = (g.h, g.w, g.k, g.p, g.wo());
     let n = (r1 - r0) * wo;
     for ci in 0..g.c {
@@ -123,6 +126,7 @@ fn col2im_band(cols: &[f32], g: &Geom, r0: usize, r1: usize, dx: &mut [f32]) {
             }
         }
     }
+}
 }
 
 /// Row-major strided matrix operand.
@@ -194,6 +198,30 @@ pub(crate) fn par_for(n: usize, f: impl Fn(usize) + Sync) {
     candle_core::utils::barrier_pool().execute_chunked(n, |r| r.for_each(&f));
 }
 
+/// A new buffer of `n` floats cut into `parts` equal consecutive pieces, piece `i` handed to
+/// `f(i, piece)` on the worker pool.
+///
+/// The buffer is not zeroed first: for a cheap op, a serial memset on the calling thread is a
+/// good part of its time, with the other workers idle.
+///
+/// # Safety
+/// `f` must write every element of its piece before reading it.
+pub(crate) unsafe fn par_new(
+    n: usize,
+    parts: usize,
+    f: impl Fn(usize, &mut [f32]) + Sync,
+) -> Vec<f32> {
+    assert!(parts > 0 && n % parts == 0, "{n} floats in {parts} pieces");
+    let len = n / parts;
+    let mut v: Vec<f32> = Vec::with_capacity(n);
+    let out = SharedOut(v.as_mut_ptr());
+    // SAFETY: piece i of the allocation, handed to one call only.
+    par_for(parts, |i| f(i, unsafe { out.slice(i * len, len) }));
+    // SAFETY: every piece has been written (the caller's contract).
+    unsafe { v.set_len(n) };
+    v
+}
+
 /// One output buffer written in disjoint parts from [`par_for`].
 #[derive(Clone, Copy)]
 pub(crate) struct SharedOut(*mut f32);
@@ -220,12 +248,8 @@ fn conv_forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
     let (ho, wo, ck2, o) = (g.ho(), g.wo(), g.ck2(), g.o);
     let (in_sz, out_sz) = (g.c * g.h * g.w, o * ho * wo);
     let per_image_bias = bias.len() == g.b * o && g.b > 1;
-    let mut y = vec![0f32; g.b * out_sz];
     let band = g.band_rows();
-    let out = SharedOut::new(&mut y);
-    par_for(g.b, |bi| {
-        // SAFETY: image bi's output block, written by this call only.
-        let yb = unsafe { out.slice(bi * out_sz, out_sz) };
+    let image = |bi: usize, yb: &mut [f32]| {
         let xb = &x[bi * in_sz..][..in_sz];
         let bb = if per_image_bias {
             &bias[bi * o..][..o]
@@ -277,8 +301,9 @@ fn conv_forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
                 r0 = r1;
             }
         })
-    });
-    y
+    };
+    // SAFETY: image bi's output block is filled with the bias before the GEMMs add to it.
+    unsafe { par_new(g.b * out_sz, g.b, image) }
 }
 
 /// Gradients of the input, the weight and the bias, the last per image: (B, O).
@@ -288,21 +313,17 @@ fn conv_forward(x: &[f32], wt: &[f32], bias: &[f32], g: &Geom) -> Vec<f32> {
 fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let (ho, wo, ck2, o) = (g.ho(), g.wo(), g.ck2(), g.o);
     let (in_sz, out_sz, w_sz) = (g.c * g.h * g.w, o * ho * wo, o * ck2);
-    let mut dx = vec![0f32; g.b * in_sz];
     let mut dw_parts = vec![0f32; g.b * w_sz];
     let mut db = vec![0f32; g.b * o];
     let band = g.band_rows();
-    let (dx_out, dw_out) = (SharedOut::new(&mut dx), SharedOut::new(&mut dw_parts));
-    let db_out = SharedOut::new(&mut db);
-    par_for(g.b, |bi| {
-        // SAFETY: image bi's blocks of dx, of the weight-gradient slots and of db.
-        let (dxb, dw, dbb) = unsafe {
-            (
-                dx_out.slice(bi * in_sz, in_sz),
-                dw_out.slice(bi * w_sz, w_sz),
-                db_out.slice(bi * o, o),
-            )
-        };
+    let (dw_out, db_out) = (SharedOut::new(&mut dw_parts), SharedOut::new(&mut db));
+    let image = |bi: usize, dxb: &mut [f32]| {
+        // SAFETY: image bi's weight-gradient slot and bias gradients, written by this call
+        // only.
+        let (dw, dbb) = unsafe { (dw_out.slice(bi * w_sz, w_sz), db_out.slice(bi * o, o)) };
+        if !g.pointwise() {
+            dxb.fill(0.0);
+        }
         let xb = &x[bi * in_sz..][..in_sz];
         let dyb = &dy[bi * out_sz..][..out_sz];
         for (d, row) in dbb.iter_mut().zip(dyb.chunks(ho * wo)) {
@@ -365,7 +386,9 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<
                 r0 = r1;
             }
         });
-    });
+    };
+    // SAFETY: image bi's block of dx is zeroed or overwritten by a GEMM before it is added to.
+    let dx = unsafe { par_new(g.b * in_sz, g.b, image) };
     // Sum the slots, image by image, over slices of the weight.
     let mut dw = vec![0f32; w_sz];
     let piece = w_sz.div_ceil(64).max(1024);

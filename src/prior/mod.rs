@@ -10,6 +10,7 @@ pub mod fast_conv;
 pub mod model;
 pub mod ops;
 pub mod sde;
+mod simd;
 pub mod stats;
 pub mod train;
 
