@@ -96,7 +96,7 @@ fn lens_command_on_hst() {
             "--batch",
             "4",
             "--steps",
-            "40",
+            "100",
             "--seed",
             "3",
             "--name",
@@ -125,7 +125,7 @@ fn lens_command_on_hst() {
     .unwrap();
     let chi2 = summary["reduced_chi2_mean"].as_f64().unwrap();
     let corr = summary["truth_correlation"].as_f64().unwrap();
-    eprintln!("HST, 4 samples × 40 steps: reduced χ² {chi2:.3}, correlation {corr:.3}");
+    eprintln!("HST, 4 samples × 100 steps: reduced χ² {chi2:.3}, correlation {corr:.3}");
     // Independent check of the correlation from the written mean and the truth.
     let mean = interf_image::io::read_image(&tmp.path().join("hst-mean.fits")).unwrap();
     let (_, _, m) = mean.plane();
@@ -147,5 +147,5 @@ fn lens_command_on_hst() {
         "summary {corr} vs recomputed {c2}"
     );
     assert!(corr > 0.85, "correlation with the true source {corr}");
-    assert!(chi2 < 6.0, "reduced χ² {chi2}");
+    assert!((0.8..1.3).contains(&chi2), "reduced χ² {chi2}");
 }
