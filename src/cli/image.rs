@@ -16,11 +16,11 @@ use super::common::{
 use super::prior::{device, DeviceArg};
 use crate::imaging::{estimate_noise, make_dirty_and_psf, ImagingOptions, Weighting};
 use crate::io::{write_cube, write_image, CubeAxis, HeaderValue};
-use crate::likelihood::GaussianLikelihood;
+use crate::likelihood::{GaussianLikelihood, LikelihoodScore};
 use crate::operator::nufft::ms2dirty;
 use crate::operator::{
-    canonical_cell, CellAveraged, CellNoise, ForwardOperator, GriddedVisibilities, ImageGeometry,
-    Nufft, NufftOptions, Scaled,
+    cell_multiplicity, CellAveraged, CellNoise, ForwardOperator, Gridded, GriddedVisibilities,
+    ImageGeometry, Nufft, NufftOptions, Scaled,
 };
 use crate::prior::{default_prior, ScoreModel};
 use crate::report::posterior::{write_report, PosteriorReport};
@@ -45,6 +45,13 @@ pub enum LikelihoodArg {
     Gridded,
     /// Every unflagged visibility through the NUFFT: exact, cost grows with the data.
     Visibilities,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CellModelArg {
+    Auto,
+    Exact,
+    Centre,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -77,10 +84,20 @@ pub struct ImageArgs {
     /// Where the likelihood meets the data.
     #[arg(long, value_enum, default_value_t = LikelihoodArg::Auto)]
     pub likelihood: LikelihoodArg,
-    /// Oversampling of the uv grid of the gridded likelihood (cells of 1/(P·N·Δ)). 1 keeps the
-    /// convolved likelihood approximation exact in structure; see the operator's docs.
-    #[arg(long, default_value_t = 1)]
+    /// Oversampling of the gridded likelihood's uv grid (cells of 1/(P·N·Δ)). Averaging throws
+    /// away how the visibilities vary inside a cell: on a simulated VLA observation at peak
+    /// S/N 1000 the samples fitted every visibility at reduced χ² 1.56 with P = 1 and 1.09
+    /// with P = 4, for 2.8× the cells. Each cell's Γ is widened by the number of cells sharing
+    /// its P = 1 cell (their rows overlap), as the visibility likelihood's is.
+    #[arg(long, default_value_t = 4)]
     pub grid_padding: usize,
+    /// How the gridded likelihood models a cell: `exact`, the weighted mean of its visibilities'
+    /// own Fourier rows (a dense cells × pixels matrix); `centre`, the Fourier transform at the
+    /// cell centre (a masked FFT that scales to large images, with an error that grows with the
+    /// source's extent over the field / P); `auto`, exact while the matrix stays under 2²⁶
+    /// entries (512 MB).
+    #[arg(long, value_enum, default_value_t = CellModelArg::Auto)]
+    pub cell_model: CellModelArg,
     /// Gridded likelihood: take a cell's σ from the scatter of its visibilities when it holds at
     /// least this many (never below the weights' σ); 0 (default): from the weights (and the
     /// --noise estimate). The scatter also holds the sky's variation across a cell, which the
@@ -120,32 +137,14 @@ pub struct ImageArgs {
 }
 
 impl ImageArgs {
+    /// The arguments of `interf-image VIS.ms`: every option at its command-line default.
     pub fn defaults_for(vis: PathBuf) -> Self {
-        Self {
-            vis,
-            prior: None,
-            samples: 64,
-            steps: 300,
-            batch: 64,
-            method: MethodArg::Cla,
-            likelihood: LikelihoodArg::Auto,
-            grid_padding: 1,
-            cell_scatter_min: 0,
-            scale: None,
-            flux_scale: None,
-            noise: NoiseArg::Auto,
-            alpha: 1.0,
-            corrector_snr: 0.0,
-            seed: 0,
-            name: None,
-            selection: SelectionArgs {
-                column: "DATA".into(),
-                ..Default::default()
-            },
-            epsilon: 1e-5,
-            device: DeviceArg::Cpu,
-            threads: 0,
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: ImageArgs,
         }
+        <Only as clap::Parser>::parse_from([std::ffi::OsString::from("image"), vis.into()]).args
     }
 }
 
@@ -261,23 +260,61 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         LikelihoodArg::Auto => LikelihoodArg::Gridded,
         l => l,
     };
-    let (samples, chi2, n_data) = match likelihood {
+    let (samples, chi2_lik, n_data) = match likelihood {
         LikelihoodArg::Gridded => {
-            let mut b = GriddedVisibilities::builder(geometry, args.grid_padding)?.exact();
-            b.add(&c.uvw, &c.freq, &c.vis, &c.weight)?;
             let cell_noise = match args.cell_scatter_min {
                 0 => CellNoise::Weights,
                 n => CellNoise::Scatter { min_count: n },
             };
-            let grid = b.finish(factor, cell_noise);
-            let (y, sigma) = grid.data_and_sigma();
-            let op = Scaled {
-                inner: CellAveraged::new(&grid)?,
-                scale: scale_f32,
+            let grid = |exact: bool| -> anyhow::Result<GriddedVisibilities> {
+                let mut b = GriddedVisibilities::builder(geometry, args.grid_padding)?;
+                if exact {
+                    b = b.exact();
+                }
+                b.add(&c.uvw, &c.freq, &c.vis, &c.weight)?;
+                Ok(b.finish(factor, cell_noise))
             };
-            let lik = GaussianLikelihood::new(op, y, &sigma)?;
-            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
-            let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect::<Vec<_>>();
+            // Gridding is cheap next to sampling: grid once to count the cells, and again
+            // with the exact rows when they fit.
+            let coarse = grid(false)?;
+            let exact = match args.cell_model {
+                CellModelArg::Exact => true,
+                CellModelArg::Centre => false,
+                CellModelArg::Auto => coarse.n_cells() * geometry.len() <= 1 << 26,
+            };
+            let grid = if exact { grid(true)? } else { coarse };
+            let (y, sigma) = grid.data_and_sigma();
+            let run = |lik: &dyn LikelihoodScore| -> anyhow::Result<(Vec<Vec<f32>>, Vec<f64>)> {
+                let s = sample_posterior(&model, lik, &opts, Some(&bar)).map_err(interrupted_or)?;
+                let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect();
+                Ok((s, chi2))
+            };
+            let gamma = grid.gamma_factors();
+            let (s, chi2) = if exact {
+                let inner = CellAveraged::new(&grid)?;
+                let mut lik = GaussianLikelihood::new(
+                    Scaled {
+                        inner,
+                        scale: scale_f32,
+                    },
+                    y,
+                    &sigma,
+                )?;
+                lik.inflate_gamma(&gamma)?;
+                run(&lik)?
+            } else {
+                let inner = Gridded::new(&grid)?;
+                let mut lik = GaussianLikelihood::new(
+                    Scaled {
+                        inner,
+                        scale: scale_f32,
+                    },
+                    y,
+                    &sigma,
+                )?;
+                lik.inflate_gamma(&gamma)?;
+                run(&lik)?
+            };
             (s, chi2, grid.n_cells())
         }
         LikelihoodArg::Visibilities | LikelihoodArg::Auto => {
@@ -290,7 +327,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
                 y.extend([v.re, v.im]);
                 sigma.extend([s, s]);
             }
-            let inflate = cell_multiplicity(c, &geometry);
+            let inflate = vis_gamma_factors(c, &geometry);
             let op = Scaled {
                 inner: nufft,
                 scale: scale_f32,
@@ -331,6 +368,13 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?
     };
     let (chi2_mean, model) = visibility_chi2(&vis_nufft, c, factor, &mean);
+    // The samples against the data themselves, whatever the likelihood met: for the gridded
+    // likelihood the cells are fewer than the visibilities and blind to variation inside a
+    // cell, so its own χ² is not the yardstick.
+    let chi2: Vec<f64> = phys
+        .chunks(npix)
+        .map(|s| visibility_chi2(&vis_nufft, c, factor, s).0)
+        .collect();
     let (residual_dirty, uv_dist, data_amp, model_amp) =
         residual_products(c, &model, &geometry, &nufft_opts, dirty.stats.weight_sum)?;
 
@@ -368,8 +412,12 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     write_image(&p("psf")?, &dirty.psf, side, side, &beam_header)?;
 
     let asec = |r: f64| r.to_degrees() * 3600.0;
-    let mut sorted = chi2.clone();
-    sorted.sort_by(f64::total_cmp);
+    let median = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        (s[s.len() / 2], s[0], s[s.len() - 1])
+    };
+    let (chi2_med, chi2_lo, chi2_hi) = median(&chi2);
     let total_flux: Vec<f64> = phys
         .chunks(npix)
         .map(|s| s.iter().map(|&v| v as f64).sum())
@@ -400,12 +448,15 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         flux_scale
     );
     println!(
-        "  reduced χ²: mean image {:.3} (all visibilities); samples median {:.3} (range {:.3}–{:.3})",
-        chi2_mean,
-        sorted[sorted.len() / 2],
-        sorted[0],
-        sorted[sorted.len() - 1]
+        "  reduced χ² over all visibilities: mean image {chi2_mean:.3}; samples median \
+         {chi2_med:.3} (range {chi2_lo:.3}–{chi2_hi:.3})"
     );
+    if likelihood == LikelihoodArg::Gridded {
+        println!(
+            "  reduced χ² of the samples over the {n_data} gridded cells: median {:.3}",
+            median(&chi2_lik).0
+        );
+    }
     println!("  total flux {fmean:.4} ± {fstd:.4} Jy");
     let summary = vec![
         ("Measurement Set".into(), args.vis.display().to_string()),
@@ -524,6 +575,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         "n_likelihood_data": n_data,
         "reduced_chi2_mean_image": chi2_mean,
         "reduced_chi2_samples": chi2,
+        "reduced_chi2_samples_likelihood_data": chi2_lik,
         "total_flux_jy": { "mean": fmean, "std": fstd },
         "sampling_seconds": t_sample.as_secs_f64(),
     });
@@ -577,24 +629,20 @@ fn residual_products(
 
 /// For each usable visibility (re and im), how many usable visibilities share its cell of the
 /// image's own uv grid: the factor by which the convolved approximation must inflate Γ.
-pub(crate) fn cell_multiplicity(c: &VisChunk, g: &ImageGeometry) -> Vec<f32> {
-    use std::collections::HashMap;
-    let cell = |k: usize| {
-        let r = k / c.n_chan();
-        let f = c.freq[k % c.n_chan()] / 299_792_458.0;
-        let (iu, iv, _) = canonical_cell(c.uvw[r][0] * f, c.uvw[r][1] * f, g, 1);
-        (iu, iv)
-    };
-    let used: Vec<usize> = (0..c.weight.len()).filter(|&k| c.weight[k] > 0.0).collect();
-    let mut counts: HashMap<(i32, i32), u32> = HashMap::new();
-    for &k in &used {
-        *counts.entry(cell(k)).or_default() += 1;
-    }
-    used.iter()
-        .flat_map(|&k| {
-            let n = counts[&cell(k)] as f32;
-            [n, n]
+/// Per usable visibility (`[re, im, …]`), the number of usable visibilities in its uv cell:
+/// the convolved likelihood's Γ factors ([`crate::operator::cell_multiplicity`]).
+pub(crate) fn vis_gamma_factors(c: &VisChunk, g: &ImageGeometry) -> Vec<f32> {
+    let uv: Vec<(f64, f64)> = (0..c.weight.len())
+        .filter(|&k| c.weight[k] > 0.0)
+        .map(|k| {
+            let r = k / c.n_chan();
+            let f = c.freq[k % c.n_chan()] / 299_792_458.0;
+            (c.uvw[r][0] * f, c.uvw[r][1] * f)
         })
+        .collect();
+    cell_multiplicity(&uv, g)
+        .into_iter()
+        .flat_map(|m| [m, m])
         .collect()
 }
 

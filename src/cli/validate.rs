@@ -15,7 +15,7 @@ use super::common::{
     count_usable, longest_baseline, output_path, parse_angle, read_with_progress, set_threads,
     sky_header, SelectionArgs,
 };
-use super::image::{cell_multiplicity, interrupted_or, merge_by_frequency, MethodArg};
+use super::image::{interrupted_or, merge_by_frequency, vis_gamma_factors, MethodArg};
 use super::prior::{device, DeviceArg};
 use crate::imaging::beam::add_restored;
 use crate::imaging::{clean, CleanOptions, ImagingOptions, Weighting};
@@ -236,7 +236,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
         flux_scale: args.flux_scale as f32,
         sigma: args.noise as f32,
-        gamma_factors: Some(cell_multiplicity(c, &geometry)),
+        gamma_factors: Some(vis_gamma_factors(c, &geometry)),
         n_bootstrap: args.bootstrap,
         cancel: Some(super::interrupt::flag()),
     };

@@ -83,6 +83,26 @@ pub fn canonical_cell(
     }
 }
 
+/// Per uv point (wavelengths), how many of the points fall in its cell of the uv grid matched
+/// to the image (cells of `1/(N·Δ)`, mirrored into one half plane). Their rows of `A` are nearly
+/// parallel, so `‖A Aᵀ‖` exceeds `diag(A Aᵀ)` by about that count: the factor by which the
+/// convolved likelihood approximation must widen each datum's `Γ` to keep the reverse SDE
+/// stable (see `GaussianLikelihood::inflate_gamma`).
+pub fn cell_multiplicity(uv: &[(f64, f64)], geometry: &ImageGeometry) -> Vec<f32> {
+    let cells: Vec<(i32, i32)> = uv
+        .iter()
+        .map(|&(u, v)| {
+            let (iu, iv, _) = canonical_cell(u, v, geometry, 1);
+            (iu, iv)
+        })
+        .collect();
+    let mut counts: std::collections::HashMap<(i32, i32), u32> = Default::default();
+    for &c in &cells {
+        *counts.entry(c).or_default() += 1;
+    }
+    cells.iter().map(|c| counts[c] as f32).collect()
+}
+
 #[derive(Default, Clone, Copy)]
 struct Acc {
     w: f64,
@@ -112,6 +132,28 @@ impl GriddedVisibilities {
 
     pub fn n_cells(&self) -> usize {
         self.cells.len()
+    }
+
+    /// Per datum (`[re, im, …]`), how many cells of this grid share its cell of the grid
+    /// without oversampling ([`cell_multiplicity`] of the cell centres): 1 everywhere at
+    /// padding 1; with padding the neighbouring cells' rows overlap.
+    pub fn gamma_factors(&self) -> Vec<f32> {
+        let g = &self.geometry;
+        let p = self.padding as f64;
+        let centres: Vec<(f64, f64)> = self
+            .cells
+            .iter()
+            .map(|&(iu, iv)| {
+                (
+                    iu as f64 / (p * g.nx as f64 * g.dx),
+                    iv as f64 / (p * g.ny as f64 * g.dy),
+                )
+            })
+            .collect();
+        cell_multiplicity(&centres, g)
+            .into_iter()
+            .flat_map(|m| [m, m])
+            .collect()
     }
 
     /// The data vector `[re, im, …]` and its σ, in the operator's layout.
@@ -533,6 +575,37 @@ mod tests {
     use super::*;
     use crate::operator::testing::assert_adjoint;
     use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    #[test]
+    fn gamma_factors_count_fine_cells_per_coarse_cell() {
+        let geom = ImageGeometry::new(16, 16, 1e-4, 1e-4).unwrap();
+        let coarse = 1.0 / (16.0 * 1e-4);
+        // Two points in coarse cell (3, 2), one of them mirrored; one alone in (−5, 1).
+        let uv = [
+            (3.1 * coarse, 2.2 * coarse),
+            (-2.9 * coarse, -1.8 * coarse),
+            (-5.0 * coarse, 1.0 * coarse),
+        ];
+        assert_eq!(cell_multiplicity(&uv, &geom), vec![2.0, 2.0, 1.0]);
+
+        let uvw: Vec<[f64; 3]> = uv.iter().map(|&(u, v)| [u, v, 0.0]).collect();
+        let vis = vec![Complex::new(1.0f32, 0.0); 3];
+        let grid = |padding| {
+            let mut b = GriddedVisibilities::builder(geom, padding).unwrap();
+            b.add(&uvw, &[SPEED_OF_LIGHT], &vis, &[1.0; 3]).unwrap();
+            b.finish(1.0, CellNoise::Weights)
+        };
+        // Without oversampling the first two share a cell: two cells, no overlap.
+        let g1 = grid(1);
+        assert_eq!(g1.n_cells(), 2);
+        assert_eq!(g1.gamma_factors(), vec![1.0; 4]);
+        // Oversampled by 4 they sit in distinct fine cells of the same coarse cell.
+        let g4 = grid(4);
+        assert_eq!(g4.n_cells(), 3);
+        let mut f = g4.gamma_factors();
+        f.sort_by(f32::total_cmp);
+        assert_eq!(f, vec![1.0, 1.0, 2.0, 2.0, 2.0, 2.0]);
+    }
 
     fn random_grid(
         padding: usize,

@@ -22,7 +22,9 @@ pub mod testing;
 pub use compose::Compose;
 pub use error::OperatorError;
 pub use geometry::ImageGeometry;
-pub use gridded::{canonical_cell, CellAveraged, CellNoise, Gridded, GriddedVisibilities};
+pub use gridded::{
+    canonical_cell, cell_multiplicity, CellAveraged, CellNoise, Gridded, GriddedVisibilities,
+};
 pub use hst::{DataWindow, Hst, HstOptions};
 pub use lens::{Lens, LensOptions};
 pub use nufft::{dirty2ms, ms2dirty, Gridder, Nufft, NufftOptions, NufftPlanInfo, WMode};
