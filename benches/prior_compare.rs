@@ -1,12 +1,12 @@
 //! Forward and training-step times of the score network, candle's stock kernels vs ours.
 //!
 //! `cargo bench --bench prior_compare -- [--config unet2m|default] [--batch N] [--impl ours|stock]
-//! [--reps N]` prints one line per measurement:
+//! [--reps N] [--clock wall|thread]` prints one line per measurement:
 //! `config=… batch=… impl=… params=… forward_s=… train_step_s=…` (medians).
 //! `benches/run_prior_bench.sh` runs it beside `benches/prior_torch.py` (PyTorch, same network).
-//! `RAYON_NUM_THREADS` sets candle's CPU threads.
-
-use std::time::Instant;
+//! `RAYON_NUM_THREADS` sets candle's CPU threads. `--clock thread` times the CPU time of the
+//! calling thread instead of wall time: with one thread (no worker pool) that is all the work
+//! done, and hardly depends on what else the machine runs (Linux only).
 
 use candle_core::{Device, Tensor};
 use interf_image::prior::data::ImageStack;
@@ -33,6 +33,14 @@ fn config(name: &str) -> UNetConfig {
     }
 }
 
+/// CPU time of the calling thread (s), from `/proc/thread-self/schedstat` (ns on the CPU).
+fn thread_cpu_s() -> f64 {
+    let s = std::fs::read_to_string("/proc/thread-self/schedstat")
+        .expect("--clock thread needs /proc/thread-self/schedstat (Linux)");
+    let ns: u64 = s.split_whitespace().next().unwrap().parse().unwrap();
+    ns as f64 * 1e-9
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -51,6 +59,14 @@ fn main() {
     let batch: usize = get("--batch", "16").parse().unwrap();
     let imp = get("--impl", "ours");
     let reps: usize = get("--reps", "5").parse().unwrap();
+    // For profilers: `--only forward` times forward passes alone.
+    let only = get("--only", "");
+    let start = std::time::Instant::now();
+    let clock: Box<dyn Fn() -> f64> = match get("--clock", "wall").as_str() {
+        "wall" => Box::new(move || start.elapsed().as_secs_f64()),
+        "thread" => Box::new(thread_cpu_s),
+        c => panic!("--clock wall|thread, not {c}"),
+    };
     interf_image::prior::ops::set_stock_kernels(match imp.as_str() {
         "ours" => false,
         "stock" => true,
@@ -77,18 +93,27 @@ fn main() {
     );
     let x = random_batch(&data, batch, true, &mut rng, &dev).unwrap();
     let t = Tensor::full(0.5f32, batch, &dev).unwrap();
+    if only == "forward" {
+        for _ in 0..reps {
+            let t0 = clock();
+            let y = tr.net.forward(&x, &t).unwrap();
+            let _ = y.sum_all().unwrap().to_scalar::<f32>().unwrap();
+            println!("forward_s={:.4}", clock() - t0);
+        }
+        return;
+    }
     // Warm-up (allocator, rayon pool), then the timed repetitions.
     tr.train_step(&x).unwrap();
     let mut fwd = Vec::new();
     let mut step = Vec::new();
     for _ in 0..reps {
-        let t0 = Instant::now();
+        let t0 = clock();
         let y = tr.net.forward(&x, &t).unwrap();
         let _ = y.sum_all().unwrap().to_scalar::<f32>().unwrap();
-        fwd.push(t0.elapsed().as_secs_f64());
-        let t0 = Instant::now();
+        fwd.push(clock() - t0);
+        let t0 = clock();
         tr.train_step(&x).unwrap();
-        step.push(t0.elapsed().as_secs_f64());
+        step.push(clock() - t0);
     }
     println!(
         "config={cname} batch={batch} impl={imp} params={} forward_s={:.4} train_step_s={:.4}",

@@ -8,7 +8,9 @@
 # usage: benches/run_prior_bench.sh [REPS]        (median of REPS timed runs, default 3)
 # env:   THREADS (default 2) for rayon and torch; TORCH_VENV (default /work/venv-torch, made
 #        with `python3 -m venv` and torch installed if missing); PAUSE_PID: a process to
-#        SIGSTOP during each measurement (and SIGCONT after); CONFIGS, BATCHES, IMPLS to narrow.
+#        SIGSTOP during each measurement (and SIGCONT after); CONFIGS, BATCHES, IMPLS to narrow;
+#        CLOCK=thread to time the CPU time of the main thread instead of wall time (with
+#        THREADS=1 that is all the work, a measure that survives a busy machine).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPS=${1:-3}
@@ -17,6 +19,7 @@ VENV=${TORCH_VENV:-/work/venv-torch}
 CONFIGS=${CONFIGS:-"unet2m default"}
 BATCHES=${BATCHES:-"16 64"}
 IMPLS=${IMPLS:-"torch ours stock"}
+CLOCK=${CLOCK:-wall}
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     python3 -m venv "$VENV"
@@ -47,9 +50,9 @@ for cfg in $CONFIGS; do
             l0=$(cut -d' ' -f1 /proc/loadavg)
             if [ "$imp" = torch ]; then
                 line=$("$VENV/bin/python" benches/prior_torch.py --config "$cfg" --batch "$b" \
-                    --reps "$REPS" --threads "$THREADS")
+                    --reps "$REPS" --threads "$THREADS" --clock "$CLOCK")
             else
-                line=$("$BIN" --config "$cfg" --batch "$b" --impl "$imp" --reps "$REPS")
+                line=$("$BIN" --config "$cfg" --batch "$b" --impl "$imp" --reps "$REPS" --clock "$CLOCK")
             fi
             resume
             l1=$(cut -d' ' -f1 /proc/loadavg)
@@ -58,13 +61,13 @@ for cfg in $CONFIGS; do
     done
 done
 
-python3 - "$OUT" <<'EOF'
+python3 - "$OUT" "$CLOCK" "$THREADS" <<'EOF'
 import sys
 rows = {}
 for l in open(sys.argv[1]):
     kv = dict(f.split("=", 1) for f in l.split())
     rows[(kv["config"], int(kv["batch"]), kv["impl"])] = kv
-print()
+print(f"\nclock: {sys.argv[2]}, threads: {sys.argv[3]}")
 print(f"{'config':8} {'batch':>5} {'what':10} {'params':>8} {'torch s':>8} {'stock s':>8} {'ours s':>8} {'ours/torch':>10} {'stock/torch':>11}")
 for (cfg, b) in sorted({(k[0], k[1]) for k in rows}, key=lambda k: (k[0] != "unet2m", k[1])):
     for what, key in (("forward", "forward_s"), ("train step", "train_step_s")):
