@@ -352,7 +352,10 @@ pub(crate) unsafe fn par_new(
     parts: usize,
     f: impl Fn(usize, &mut [f32]) + Sync,
 ) -> Vec<f32> {
-    assert!(parts > 0 && n % parts == 0, "{n} floats in {parts} pieces");
+    assert!(
+        parts > 0 && n.is_multiple_of(parts),
+        "{n} floats in {parts} pieces"
+    );
     let len = n / parts;
     let mut v: Vec<f32> = Vec::with_capacity(n);
     let out = SharedOut(v.as_mut_ptr());

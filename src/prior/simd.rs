@@ -105,7 +105,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     let p = ((((1.987_569_1e-4 * r + 1.398_2e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r
         + 1.666_666_5e-1)
         * r
-        + 5.000_000_1e-1;
+        + 0.5;
     let p = p * r * r + r + 1.0;
     // 2ⁿ from the integer n = bits(t) − bits(MAGIC), n + 127 ∈ [1, 254].
     let e = (t.to_bits() as i32 - MAGIC.to_bits() as i32 + 127) as u32;
