@@ -146,6 +146,8 @@ fn lens_command_on_hst() {
         (c2 - corr).abs() < 1e-3,
         "summary {corr} vs recomputed {c2}"
     );
-    assert!(corr > 0.85, "correlation with the true source {corr}");
-    assert!((0.8..1.3).contains(&chi2), "reduced χ² {chi2}");
+    // Issue 6's acceptance: χ² of the lensed mean in [0.8, 1.2], correlation ≥ 0.9. At this size
+    // seeds 1–4 gave χ² 1.06–1.09 and correlation ≥ 0.994 (release and debug alike).
+    assert!(corr >= 0.9, "correlation with the true source {corr}");
+    assert!((0.8..=1.2).contains(&chi2), "reduced χ² {chi2}");
 }
