@@ -10,13 +10,13 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use candle_core::{DType, Result, Tensor, Var};
+use candle_core::{DType, Result, Tensor};
 use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::posterior::{dps_widening, end_time, Method, PriorScore, INTERRUPTED};
+use super::posterior::{dps_scores, end_time, Method, PriorScore, INTERRUPTED};
 use super::sde_samplers::{euler_maruyama, gaussian_like, predictor_corrector};
 use crate::likelihood::LikelihoodScore;
 use crate::prior::sde::Sde;
@@ -108,21 +108,14 @@ where
                     return Err(candle_core::Error::Msg(INTERRUPTED.into()));
                 }
             }
-            let prior = model.score(x, t.max(t_eps))?;
-            let lik = match opts.method {
-                Method::Cla => like_batch(x, sde.mu(t), sde.sigma(t))?,
-                Method::Dps => {
-                    let xv = Var::from_tensor(&x.detach())?;
-                    let x0 = model.denoise(xv.as_tensor(), t.max(t_eps))?;
-                    let r_t = dps_widening(sde, t.max(t_eps));
-                    let v = like_batch(&x0.detach(), 1.0, r_t as f64)?;
-                    let grads = (x0 * v)?.sum_all()?.backward()?;
-                    grads.get(xv.as_tensor()).cloned().ok_or_else(|| {
-                        candle_core::Error::Msg(
-                            "DPS: no gradient reached the diffusion state".into(),
-                        )
-                    })?
-                }
+            let (prior, lik) = match opts.method {
+                Method::Cla => (
+                    model.score(x, t.max(t_eps))?,
+                    like_batch(x, sde.mu(t), sde.sigma(t))?,
+                ),
+                Method::Dps => dps_scores(model, x, t, t.max(t_eps), |x0, r_t| {
+                    like_batch(x0, 1.0, r_t as f64)
+                })?,
             };
             prior + lik.affine(alpha, 0.0)?
         };

@@ -119,40 +119,56 @@ fn cla_score<L: LikelihoodScore + ?Sized>(
     Tensor::from_vec(g, x.shape(), x.device())
 }
 
-/// DPS: `∇_{x_t} log N(y; A x̂₀(x_t), σ²)` through the network's Jacobian.
-fn dps_score<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
+/// DPS from one network pass: the prior score at `x_t` (evaluated at `t_net`, the prior's
+/// time) and `∇_{x_t} log N(y; A x̂₀(x_t), Σ_y + r_t² Γ)` through the network's Jacobian, with
+/// Tweedie's `x̂₀ = (x_t + σ_t² s)/μ_t` at the diffusion's own `t`. `like_at(x̂₀, r_t)` gives
+/// the likelihood's gradient at the detached `x̂₀`, widened by `r_t` ([`dps_widening`]).
+pub(crate) fn dps_scores<P, F>(
     model: &P,
-    lik: &L,
     x: &Tensor,
     t: f64,
-) -> Result<Tensor> {
+    t_net: f64,
+    like_at: F,
+) -> Result<(Tensor, Tensor)>
+where
+    P: PriorScore + ?Sized,
+    F: FnOnce(&Tensor, f32) -> Result<Tensor>,
+{
+    let sde = model.sde();
     let xv = Var::from_tensor(&x.detach())?;
-    let x0 = model.denoise(xv.as_tensor(), t)?;
-    // v = ∇_{x̂₀} log N(y; A x̂₀, Σ_y + r_t² diag(AAᵀ)): the likelihood at the denoised image,
-    // widened by x̂₀'s own uncertainty r_t² = σ_t²/(μ_t² + σ_t²) (ΠGDM, Song et al. 2023, for
-    // data of unit scale). Plain DPS (r_t = 0) took steps of g²·AᵀΣ⁻¹A early in the diffusion
-    // that blew up (NaN) on a simulated VLA observation at peak S/N ≈ 1000; at t → 0 the two
-    // agree.
-    let r_t = dps_widening(model.sde(), t);
-    let x0s: Vec<f32> = x0.detach().flatten_all()?.to_vec1()?;
-    let mut v = vec![0.0f32; x0s.len()];
-    lik.score_t_batch(&x0s, 1.0, r_t, &mut v)
-        .map_err(candle_core::Error::wrap)?;
-    let v = Tensor::from_vec(v, x0.shape(), x0.device())?;
+    let s = model.score(xv.as_tensor(), t_net)?;
+    let (mu, sig) = (sde.mu(t), sde.sigma(t));
+    let x0 = (xv.as_tensor() + s.affine(sig * sig, 0.0)?)?.affine(1.0 / mu, 0.0)?;
+    let v = like_at(&x0.detach(), dps_widening(sde, t))?;
     let grads = (x0 * v)?.sum_all()?.backward()?;
-    match grads.get(xv.as_tensor()) {
-        Some(g) => Ok(g.clone()),
-        None => Err(candle_core::Error::Msg(
-            "DPS: no gradient reached the diffusion state".into(),
-        )),
-    }
+    let g = grads.get(xv.as_tensor()).cloned().ok_or_else(|| {
+        candle_core::Error::Msg("DPS: no gradient reached the diffusion state".into())
+    })?;
+    Ok((s.detach(), g))
 }
 
-/// DPS's widening of the likelihood at the denoised image: x̂₀'s own standard deviation
-/// `r_t = σ_t/√(μ_t² + σ_t²)` for data of unit scale (see `dps_score`).
+/// DPS's widening of the likelihood at the denoised image: `r_t = σ_t/μ_t`, the error of `x̂₀`
+/// under a flat prior (an upper bound on its posterior std). Plain DPS (`r_t = 0`) diverged
+/// (NaN) on a simulated VLA observation at peak S/N ≈ 1000, and so did ΠGDM's value for data
+/// of unit variance, `σ_t/√(μ_t² + σ_t²)` (reduced χ² 3·10⁴): early in the VE diffusion it let
+/// the likelihood act up to σ_max² ≈ 57 times more strongly than the convolved approximation's
+/// `Σ_y + σ_t² Γ`. At `t → 0` all agree with the exact likelihood.
 pub(crate) fn dps_widening(sde: &SdeConfig, t: f64) -> f32 {
+    (sde.sigma(t) / sde.mu(t)) as f32
+}
+
+/// Reduced χ² of the first chain's denoised estimate `(x_t + σ_t² s)/μ_t` (Tweedie), from the
+/// prior score already at hand: what the progress bar shows as the run closes in on the data.
+fn first_chain_chi2<L: LikelihoodScore + ?Sized>(
+    lik: &L,
+    sde: &SdeConfig,
+    x: &Tensor,
+    prior: &Tensor,
+    t: f64,
+) -> Result<f64> {
     let (mu, sig) = (sde.mu(t), sde.sigma(t));
-    (sig * sig / (mu * mu + sig * sig)).sqrt() as f32
+    let x0 = (x.get(0)? + prior.get(0)?.affine(sig * sig, 0.0)?)?.affine(1.0 / mu, 0.0)?;
+    Ok(lik.reduced_chi2(&x0.flatten_all()?.to_vec1::<f32>()?))
 }
 
 /// The error message of a sampling run stopped through [`PosteriorOptions::cancel`].
@@ -191,6 +207,8 @@ pub fn sample_posterior<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
     let t_eps = model.t_eps();
     let t_end = end_time(sde, t_eps, lik.data_noise_scale());
     let alpha = opts.alpha as f64;
+    // The progress bar's χ² is refreshed about 50 times a run.
+    let progress_every = (opts.steps / 50).max(1);
     let mut out = Vec::with_capacity(opts.n_samples);
     let mut batch_index = 0u64;
     while out.len() < opts.n_samples {
@@ -203,6 +221,7 @@ pub fn sample_posterior<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
         );
         let zeros = Tensor::zeros((b, 1, side, side), candle_core::DType::F32, model.device())?;
         let x_init = gaussian_like(&zeros, &mut rng)?.affine(sde.prior_std(), 0.0)?;
+        let calls = std::cell::Cell::new(0usize);
         let score = |x: &Tensor, t: f64| -> Result<Tensor> {
             if let Some(c) = &opts.cancel {
                 if c.load(std::sync::atomic::Ordering::Relaxed) {
@@ -211,11 +230,25 @@ pub fn sample_posterior<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
             }
             // Below the prior's smallest trained noise level its score is taken at that level:
             // the prior smoothed by σ_min, while the likelihood sharpens the rest.
-            let prior = model.score(x, t.max(t_eps))?;
-            let like = match opts.method {
-                Method::Cla => cla_score(lik, x, sde.mu(t), sde.sigma(t))?,
-                Method::Dps => dps_score(model, lik, x, t.max(t_eps))?,
+            let (prior, like) = match opts.method {
+                Method::Cla => (
+                    model.score(x, t.max(t_eps))?,
+                    cla_score(lik, x, sde.mu(t), sde.sigma(t))?,
+                ),
+                Method::Dps => dps_scores(model, x, t, t.max(t_eps), |x0, r_t| {
+                    cla_score(lik, x0, 1.0, r_t as f64)
+                })?,
             };
+            if let Some(p) = progress {
+                let k = calls.get();
+                calls.set(k + 1);
+                if k % progress_every == 0 {
+                    p.set_message(format!(
+                        "χ² {:.3}",
+                        first_chain_chi2(lik, sde, x, &prior, t.max(t_eps))?
+                    ));
+                }
+            }
             prior + like.affine(alpha, 0.0)?
         };
         let x = match opts.corrector {
