@@ -74,8 +74,9 @@ impl Geom {
     fn band_rows(&self) -> usize {
         let rows = (self.band_floats / (self.ck2() * self.wo()).max(1)).clamp(1, self.ho());
         let step = 6 / gcd(self.wo(), 6);
-        if rows < self.ho() && rows >= step {
-            rows / step * step
+        if rows < self.ho() {
+            // At least one step, a little over the scratch budget if need be.
+            ((rows / step).max(1) * step).min(self.ho())
         } else {
             rows
         }
