@@ -49,6 +49,25 @@ pub struct Series<'a> {
     pub color: RGBColor,
 }
 
+/// A tick value with at most three significant digits: plotters' own `{}` of a log axis's
+/// ticks printed binary-rounding tails ("0.70000000001").
+fn tick_label(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() {
+        return format!("{v}");
+    }
+    if !(1e-3..1e5).contains(&a) {
+        return format!("{v:.1e}");
+    }
+    let decimals = (2 - a.log10().floor() as i32).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// Line plot to PNG; `log_y` for losses spanning decades.
 pub fn line_plot(
     path: &Path,
@@ -95,6 +114,8 @@ pub fn line_plot(
                 .configure_mesh()
                 .x_desc(xlabel)
                 .y_desc(ylabel)
+                .x_label_formatter(&|v| tick_label(*v))
+                .y_label_formatter(&|v| tick_label(*v))
                 .label_style((FONT, 14))
                 .draw()
                 .map_err(perr)?;
@@ -189,6 +210,17 @@ fn image_png(path: &Path, rgb: &[u8], w: usize, h: usize) -> PlotResult<()> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tick_labels_are_short() {
+        use super::tick_label;
+        assert_eq!(tick_label(0.7000000000001), "0.7");
+        assert_eq!(tick_label(0.0123456), "0.0123");
+        assert_eq!(tick_label(200.0), "200");
+        assert_eq!(tick_label(1234.6), "1235");
+        assert_eq!(tick_label(2e-5), "2.0e-5");
+        assert_eq!(tick_label(0.0), "0");
+    }
+
     use super::*;
 
     #[test]
