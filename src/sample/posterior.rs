@@ -242,7 +242,7 @@ pub fn sample_posterior<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
             if let Some(p) = progress {
                 let k = calls.get();
                 calls.set(k + 1);
-                if k % progress_every == 0 {
+                if k.is_multiple_of(progress_every) {
                     p.set_message(format!(
                         "χ² {:.3}",
                         first_chain_chi2(lik, sde, x, &prior, t.max(t_eps))?
