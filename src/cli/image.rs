@@ -16,7 +16,7 @@ use super::common::{
 use super::prior::{device, DeviceArg};
 use crate::imaging::{estimate_noise, make_dirty_and_psf, ImagingOptions, Weighting};
 use crate::io::{write_cube, write_image, CubeAxis, HeaderValue};
-use crate::likelihood::{GaussianLikelihood, LikelihoodScore};
+use crate::likelihood::GaussianLikelihood;
 use crate::operator::nufft::ms2dirty;
 use crate::operator::{
     cell_multiplicity, CellAveraged, CellNoise, ForwardOperator, Gridded, GriddedVisibilities,
@@ -284,37 +284,19 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             };
             let grid = if exact { grid(true)? } else { coarse };
             let (y, sigma) = grid.data_and_sigma();
-            let run = |lik: &dyn LikelihoodScore| -> anyhow::Result<(Vec<Vec<f32>>, Vec<f64>)> {
-                let s = sample_posterior(&model, lik, &opts, Some(&bar)).map_err(interrupted_or)?;
-                let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect();
-                Ok((s, chi2))
-            };
-            let gamma = grid.gamma_factors();
-            let (s, chi2) = if exact {
-                let inner = CellAveraged::new(&grid)?;
-                let mut lik = GaussianLikelihood::new(
-                    Scaled {
-                        inner,
-                        scale: scale_f32,
-                    },
-                    y,
-                    &sigma,
-                )?;
-                lik.inflate_gamma(&gamma)?;
-                run(&lik)?
+            let inner: Box<dyn ForwardOperator> = if exact {
+                Box::new(CellAveraged::new(&grid)?)
             } else {
-                let inner = Gridded::new(&grid)?;
-                let mut lik = GaussianLikelihood::new(
-                    Scaled {
-                        inner,
-                        scale: scale_f32,
-                    },
-                    y,
-                    &sigma,
-                )?;
-                lik.inflate_gamma(&gamma)?;
-                run(&lik)?
+                Box::new(Gridded::new(&grid)?)
             };
+            let op = Scaled {
+                inner,
+                scale: scale_f32,
+            };
+            let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
+            lik.inflate_gamma(&grid.gamma_factors())?;
+            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
+            let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect::<Vec<_>>();
             (s, chi2, grid.n_cells())
         }
         LikelihoodArg::Visibilities | LikelihoodArg::Auto => {
