@@ -394,12 +394,12 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     write_image(&p("psf")?, &dirty.psf, side, side, &beam_header)?;
 
     let asec = |r: f64| r.to_degrees() * 3600.0;
-    let median = |v: &[f64]| {
+    let median_min_max = |v: &[f64]| {
         let mut s = v.to_vec();
         s.sort_by(f64::total_cmp);
         (s[s.len() / 2], s[0], s[s.len() - 1])
     };
-    let (chi2_med, chi2_lo, chi2_hi) = median(&chi2);
+    let (chi2_med, chi2_lo, chi2_hi) = median_min_max(&chi2);
     let total_flux: Vec<f64> = phys
         .chunks(npix)
         .map(|s| s.iter().map(|&v| v as f64).sum())
@@ -436,7 +436,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     if likelihood == LikelihoodArg::Gridded {
         println!(
             "  reduced χ² of the samples over the {n_data} gridded cells: median {:.3}",
-            median(&chi2_lik).0
+            median_min_max(&chi2_lik).0
         );
     }
     println!("  total flux {fmean:.4} ± {fstd:.4} Jy");
@@ -609,8 +609,6 @@ fn residual_products(
     Ok((res, uv, da, ma))
 }
 
-/// For each usable visibility (re and im), how many usable visibilities share its cell of the
-/// image's own uv grid: the factor by which the convolved approximation must inflate Γ.
 /// Per usable visibility (`[re, im, …]`), the number of usable visibilities in its uv cell:
 /// the convolved likelihood's Γ factors ([`crate::operator::cell_multiplicity`]).
 pub(crate) fn vis_gamma_factors(c: &VisChunk, g: &ImageGeometry) -> Vec<f32> {
