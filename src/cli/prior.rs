@@ -238,9 +238,15 @@ pub(crate) fn tune_malloc() {
         const M_TRIM_THRESHOLD: i32 = -1;
         const M_TOP_PAD: i32 = -2;
         const M_MMAP_THRESHOLD: i32 = -3;
+        const M_MMAP_MAX: i32 = -4;
         // SAFETY: mallopt only changes allocator tunables; called before heavy allocation.
         unsafe {
             mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            // The threshold cannot go above 32 MiB, and a batch-64 activation of 32 channels
+            // at 64² is exactly that: every such buffer was a fresh mmap whose pages fault in
+            // on first touch (a training step of the 2 M U-Net took 6.3 s instead of 4.9 s).
+            // Serving every block from the heap, which is never trimmed, reuses warm pages.
+            mallopt(M_MMAP_MAX, 0);
             mallopt(M_TRIM_THRESHOLD, i32::MAX);
             mallopt(M_TOP_PAD, 256 << 20);
         }
