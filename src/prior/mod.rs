@@ -9,6 +9,7 @@ pub mod default;
 pub mod fast_conv;
 pub mod model;
 pub mod ops;
+pub mod resample;
 pub mod sde;
 mod simd;
 pub mod stats;

@@ -242,15 +242,6 @@ impl Attention {
     }
 }
 
-/// Nearest-neighbour ×2 upsampling through a broadcast, whose backward (a sum) is exact
-/// even when the input is reused elsewhere.
-fn upsample2(x: &Tensor) -> Result<Tensor> {
-    let (b, c, h, w) = x.dims4()?;
-    x.reshape((b, c, h, 1, w, 1))?
-        .broadcast_as((b, c, h, 2, w, 2))?
-        .reshape((b, c, 2 * h, 2 * w))
-}
-
 enum Layer {
     Res(ResBlock),
     Attn(Attention),
@@ -402,7 +393,7 @@ impl UNet {
                     *hs.last_mut().unwrap() = h.clone();
                 }
                 Layer::Down => {
-                    h = h.avg_pool2d(2)?;
+                    h = super::resample::avg_pool2(&h)?;
                     hs.push(h.clone());
                 }
                 Layer::Up(_) => unreachable!(),
@@ -422,7 +413,7 @@ impl UNet {
                     r.forward(&Tensor::cat(&[&h, &s], 1)?, &temb)?
                 }
                 Layer::Attn(a) => a.forward(&h)?,
-                Layer::Up(c) => c.forward(&upsample2(&h)?)?,
+                Layer::Up(c) => c.forward(&super::resample::upsample2(&h)?)?,
                 Layer::Down => unreachable!(),
             };
         }
