@@ -102,6 +102,42 @@ fn main() {
         }
         return;
     }
+    if only == "backward" {
+        // One graph, its backward again and again (for profilers).
+        let loss =
+            interf_image::prior::train::dsm_loss(&tr.net, &tr.sde, &x, 1e-5, &mut rng).unwrap();
+        for _ in 0..reps {
+            let t0 = clock();
+            let _ = loss.backward().unwrap();
+            println!("backward_s={:.4}", clock() - t0);
+        }
+        return;
+    }
+    if only == "phases" {
+        // Where a training step goes: the loss's forward, its backward, the rest (clip,
+        // AdamW, EMA) as the difference from a whole step.
+        tr.train_step(&x).unwrap();
+        let (mut f, mut b, mut s) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..reps {
+            let t0 = clock();
+            let loss =
+                interf_image::prior::train::dsm_loss(&tr.net, &tr.sde, &x, 1e-5, &mut rng).unwrap();
+            let t1 = clock();
+            let _ = loss.backward().unwrap();
+            let t2 = clock();
+            tr.train_step(&x).unwrap();
+            f.push(t1 - t0);
+            b.push(t2 - t1);
+            s.push(clock() - t2);
+        }
+        println!(
+            "loss_forward_s={:.4} backward_s={:.4} train_step_s={:.4}",
+            median(f),
+            median(b),
+            median(s)
+        );
+        return;
+    }
     // Warm-up (allocator, rayon pool), then the timed repetitions.
     tr.train_step(&x).unwrap();
     let mut fwd = Vec::new();
