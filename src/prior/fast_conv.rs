@@ -279,6 +279,17 @@ struct Mat {
     cs: usize,
 }
 
+impl Mat {
+    /// The transpose, as a view.
+    fn t(self) -> Self {
+        Self {
+            ptr: self.ptr,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+}
+
 /// `dst (m×n, row stride dst_rs) = [dst +] lhs (m×k) · rhs (k×n)`, single-threaded.
 ///
 /// # Safety
@@ -531,10 +542,10 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<
                         rs: 1,
                         cs: ho * wo,
                     };
-                    // SAFETY: dY band o×n, Xᵀ band n×c, dW o×c; dX band c×n with row
+                    // SAFETY: X band c×n, dYᵀ band n×o, dWᵀ c×o; dX band c×n with row
                     // stride h·w (= ho·wo) inside dxb.
                     unsafe {
-                        sgemm(o, ck2, n, dw.as_mut_ptr(), ck2, acc, dyv, xv);
+                        sgemm(ck2, o, n, dw.as_mut_ptr(), o, acc, xv.t(), dyv.t());
                         sgemm(
                             ck2,
                             n,
@@ -553,8 +564,8 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<
                         rs: 1,
                         cs: n,
                     };
-                    // SAFETY: dY band o×n, colsᵀ n×ck2, dW o×ck2.
-                    unsafe { sgemm(o, ck2, n, dw.as_mut_ptr(), ck2, acc, dyv, cv) };
+                    // SAFETY: columns ck2×n, dYᵀ band n×o, dWᵀ ck2×o.
+                    unsafe { sgemm(ck2, o, n, dw.as_mut_ptr(), o, acc, cv.t(), dyv.t()) };
                     if with_dx {
                         // SAFETY: Wᵀ ck2×o, dY band o×n, the column gradient ck2×n in scratch.
                         unsafe { sgemm(ck2, n, o, dcols.as_mut_ptr(), n, false, wt_t, dyv) };
@@ -574,7 +585,7 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<
         // added to.
         None => unsafe { par_new(g.b * in_sz, g.b, image) },
     };
-    // Sum the slots, image by image, over slices of the weight.
+    // Sum the slots (each dWᵀ), image by image, over slices of the weight.
     let mut dw = vec![0f32; w_sz];
     let piece = w_sz.div_ceil(64).max(1024);
     let dw_sum = SharedOut::new(&mut dw);
@@ -583,7 +594,9 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<
         // SAFETY: slice j of dw, written by this call only.
         let d = unsafe { dw_sum.slice(a, e - a) };
         for part in dw_parts.chunks(w_sz) {
-            d.iter_mut().zip(&part[a..e]).for_each(|(s, v)| *s += v);
+            for (s, i) in d.iter_mut().zip(a..e) {
+                *s += part[(i % ck2) * o + i / ck2];
+            }
         }
     });
     (dx, dw, db)
