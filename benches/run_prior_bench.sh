@@ -6,6 +6,9 @@
 # the three so that all see the same machine load; /proc/loadavg is printed around each.
 #
 # usage: benches/run_prior_bench.sh [REPS]        (median of REPS timed runs, default 3)
+#        ROUNDS=R repeats each alternation R times (default 1): the table gives the median of
+#        the rounds and the range of the per-round ratios, as the machine's speed drifts by
+#        10-20 % over minutes here.
 # env:   THREADS (default 2) for rayon and torch; TORCH_VENV (default /work/venv-torch, made
 #        with `python3 -m venv` and torch installed if missing); PAUSE_PID: a process to
 #        SIGSTOP during each measurement (and SIGCONT after); CONFIGS, BATCHES, IMPLS to narrow;
@@ -19,6 +22,7 @@ VENV=${TORCH_VENV:-/work/venv-torch}
 CONFIGS=${CONFIGS:-"unet2m default"}
 BATCHES=${BATCHES:-"16 64"}
 IMPLS=${IMPLS:-"torch ours stock"}
+ROUNDS=${ROUNDS:-1}
 CLOCK=${CLOCK:-wall}
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
@@ -49,6 +53,7 @@ trap resume EXIT
 OUT=$(mktemp)
 for cfg in $CONFIGS; do
     for b in $BATCHES; do
+        for round in $(seq "$ROUNDS"); do
         for imp in $IMPLS; do
             [ -n "${PAUSE_PID:-}" ] && kill -STOP "$PAUSE_PID"
             l0=$(cut -d' ' -f1 /proc/loadavg)
@@ -60,24 +65,31 @@ for cfg in $CONFIGS; do
             fi
             resume
             l1=$(cut -d' ' -f1 /proc/loadavg)
-            echo "$line load=$l0..$l1" | tee -a "$OUT"
+            echo "$line round=$round load=$l0..$l1" | tee -a "$OUT"
+        done
         done
     done
 done
 
-python3 - "$OUT" "$CLOCK" "$THREADS" <<'EOF'
+python3 - "$OUT" "$CLOCK" "$THREADS" "$ROUNDS" <<'EOF'
 import sys
+from statistics import median
 rows = {}
 for l in open(sys.argv[1]):
     kv = dict(f.split("=", 1) for f in l.split())
-    rows[(kv["config"], int(kv["batch"]), kv["impl"])] = kv
-print(f"\nclock: {sys.argv[2]}, threads: {sys.argv[3]}")
-print(f"{'config':8} {'batch':>5} {'what':10} {'params':>8} {'torch s':>8} {'stock s':>8} {'ours s':>8} {'ours/torch':>10} {'stock/torch':>11}")
+    rows.setdefault((kv["config"], int(kv["batch"]), kv["impl"]), {})[kv["round"]] = kv
+print(f"\nclock: {sys.argv[2]}, threads: {sys.argv[3]}, rounds: {sys.argv[4]}")
+print(f"{'config':8} {'batch':>5} {'what':10} {'params':>8} {'torch s':>8} {'stock s':>8} {'ours s':>8} "
+      f"{'ours/torch':>10} {'(rounds)':>11} {'stock/torch':>11}")
+nan = float("nan")
 for (cfg, b) in sorted({(k[0], k[1]) for k in rows}, key=lambda k: (k[0] != "unet2m", k[1])):
     for what, key in (("forward", "forward_s"), ("train step", "train_step_s")):
-        v = {i: float(rows[(cfg, b, i)][key]) if (cfg, b, i) in rows else float("nan") for i in ("torch", "stock", "ours")}
-        p = next(rows[k]["params"] for k in rows if k[:2] == (cfg, b))
+        per = {i: {r: float(kv[key]) for r, kv in rows.get((cfg, b, i), {}).items()} for i in ("torch", "stock", "ours")}
+        v = {i: median(per[i].values()) if per[i] else nan for i in per}
+        ratios = [per["ours"][r] / per["torch"][r] for r in per["ours"] if r in per["torch"]]
+        span = f"{min(ratios):.2f}-{max(ratios):.2f}" if ratios else ""
+        p = next(next(iter(rows[k].values()))["params"] for k in rows if k[:2] == (cfg, b))
         print(f"{cfg:8} {b:>5} {what:10} {p:>8} {v['torch']:8.3f} {v['stock']:8.3f} {v['ours']:8.3f} "
-              f"{v['ours'] / v['torch']:10.2f} {v['stock'] / v['torch']:11.2f}")
+              f"{v['ours'] / v['torch']:10.2f} {span:>11} {v['stock'] / v['torch']:11.2f}")
 EOF
 rm -f "$OUT"
