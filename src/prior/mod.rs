@@ -4,6 +4,7 @@
 //! normalised units recorded in its checkpoint.
 
 pub mod checkpoint;
+pub mod concat;
 pub mod data;
 pub mod default;
 pub mod fast_conv;

@@ -410,7 +410,7 @@ impl UNet {
             h = match layer {
                 Layer::Res(r) => {
                     let s = hs.pop().expect("skip bookkeeping");
-                    r.forward(&Tensor::cat(&[&h, &s], 1)?, &temb)?
+                    r.forward(&super::concat::cat_channels(&h, &s)?, &temb)?
                 }
                 Layer::Attn(a) => a.forward(&h)?,
                 Layer::Up(c) => c.forward(&super::resample::upsample2(&h)?)?,
