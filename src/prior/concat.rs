@@ -6,7 +6,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
 
-use super::fast_conv::par_new;
+use super::fast_conv::{f32_images, par_new};
 
 /// `[a, b]` along dimension 1 of (B, C, H, W) tensors.
 struct ChannelCat;
@@ -15,21 +15,6 @@ struct ChannelCat;
 struct ChannelRange {
     start: usize,
     len: usize,
-}
-
-fn images<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<(&'a [f32], [usize; 4])> {
-    let v = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("channel concatenation: {what} must be f32"),
-    };
-    let dims: [usize; 4] = match l.shape().dims() {
-        &[b, c, h, w] => [b, c, h, w],
-        d => candle_core::bail!("channel concatenation: {what} must be (B, C, H, W), got {d:?}"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok((&v[a..b], dims)),
-        None => candle_core::bail!("channel concatenation: {what} must be contiguous"),
-    }
 }
 
 impl CustomOp2 for ChannelCat {
@@ -44,8 +29,8 @@ impl CustomOp2 for ChannelCat {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let (a, [b, ca, h, w]) = images(s1, l1, "first input")?;
-        let (x, [b2, cb, h2, w2]) = images(s2, l2, "second input")?;
+        let (a, [b, ca, h, w]) = f32_images(s1, l1, "channel concatenation: first input")?;
+        let (x, [b2, cb, h2, w2]) = f32_images(s2, l2, "channel concatenation: second input")?;
         if (b, h, w) != (b2, h2, w2) {
             candle_core::bail!(
                 "channel concatenation: shapes {:?} and {:?} differ outside dimension 1",
@@ -84,7 +69,7 @@ impl CustomOp1 for ChannelRange {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, [b, c, h, w]) = images(s, l, "gradient")?;
+        let (x, [b, c, h, w]) = f32_images(s, l, "channel range: input")?;
         if self.start + self.len > c {
             candle_core::bail!(
                 "channel range {}..{} of {c} channels",

@@ -602,23 +602,37 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<
     (dx, dw, db)
 }
 
-fn f32_slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
+/// The data of a contiguous f32 CPU tensor; `what` names it in errors ("conv2d: input").
+pub(crate) fn f32_data<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
     let v = match s {
         CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("conv2d: {what} must be f32"),
+        _ => candle_core::bail!("{what} must be f32"),
     };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("conv2d: {what} must be contiguous"),
+        None => candle_core::bail!("{what} must be contiguous"),
     }
 }
 
+/// [`f32_data`] of a (B, C, H, W) tensor, with its dimensions.
+pub(crate) fn f32_images<'a>(
+    s: &'a CpuStorage,
+    l: &Layout,
+    what: &str,
+) -> Result<(&'a [f32], [usize; 4])> {
+    let dims = match l.shape().dims() {
+        &[b, c, h, w] => [b, c, h, w],
+        d => candle_core::bail!("{what} must be (B, C, H, W), got {d:?}"),
+    };
+    Ok((f32_data(s, l, what)?, dims))
+}
+
 /// Runs `f` on the contiguous f32 CPU data of `t`.
-fn with_cpu_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+pub(crate) fn with_cpu_f32<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
     let (s, l) = t.storage_and_layout();
     match &*s {
-        Storage::Cpu(cs) => Ok(f(f32_slice(cs, l, what)?)),
-        _ => candle_core::bail!("conv2d: {what} must be on the CPU"),
+        Storage::Cpu(cs) => Ok(f(f32_data(cs, l, what)?)),
+        _ => candle_core::bail!("{what} must be on the CPU"),
     }
 }
 
@@ -668,9 +682,9 @@ impl CustomOp3 for Conv2d {
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let g = self.geom(l1.shape(), l2.shape(), l3.shape())?;
-        let x = f32_slice(s1, l1, "input")?;
-        let w = f32_slice(s2, l2, "weight")?;
-        let b = f32_slice(s3, l3, "bias")?;
+        let x = f32_data(s1, l1, "conv2d: input")?;
+        let w = f32_data(s2, l2, "conv2d: weight")?;
+        let b = f32_data(s3, l3, "conv2d: bias")?;
         let y = conv_forward(x, w, b, &g);
         Ok((CpuStorage::F32(y), Shape::from((g.b, g.o, g.ho(), g.wo()))))
     }
@@ -685,9 +699,9 @@ impl CustomOp3 for Conv2d {
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let g = self.geom(x.shape(), w.shape(), b.shape())?;
         let grad = grad.contiguous()?;
-        let (dx, dw, db) = with_cpu_f32(x, "input", |xs| {
-            with_cpu_f32(w, "weight", |ws| {
-                with_cpu_f32(&grad, "output gradient", |dys| {
+        let (dx, dw, db) = with_cpu_f32(x, "conv2d: input", |xs| {
+            with_cpu_f32(w, "conv2d: weight", |ws| {
+                with_cpu_f32(&grad, "conv2d: output gradient", |dys| {
                     conv_backward(xs, ws, dys, &g)
                 })
             })

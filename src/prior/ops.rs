@@ -8,9 +8,9 @@
 
 use std::cell::Cell;
 
-use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor};
 
-use super::fast_conv::{par_new, SharedOut};
+use super::fast_conv::{f32_data, par_new, with_cpu_f32, SharedOut};
 use super::simd::{lane_sum, multiversion, sigmoid};
 
 thread_local! {
@@ -33,17 +33,6 @@ struct GroupNormOp {
     groups: usize,
     eps: f64,
     silu: bool,
-}
-
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let v = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("fused group norm: {what} must be f32"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&v[a..b]),
-        None => candle_core::bail!("fused group norm: {what} must be contiguous"),
-    }
 }
 
 /// Mean and 1/std of one group (two passes for accuracy).
@@ -150,9 +139,9 @@ impl CustomOp3 for GroupNormOp {
         s3: &CpuStorage,
         l3: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s1, l1, "input")?;
-        let gamma = contiguous(s2, l2, "weight")?;
-        let beta = contiguous(s3, l3, "bias")?;
+        let x = f32_data(s1, l1, "group norm: input")?;
+        let gamma = f32_data(s2, l2, "group norm: weight")?;
+        let beta = f32_data(s3, l3, "group norm: bias")?;
         let dims = l1.shape().dims();
         let c = dims[1];
         let hw: usize = dims[2..].iter().product();
@@ -181,10 +170,12 @@ impl CustomOp3 for GroupNormOp {
         let c = dims[1];
         let hw: usize = dims[2..].iter().product();
         let grad = grad.contiguous()?;
-        let (dx, dgamma, dbeta) = with_cpu_f32(x, |xv| {
-            with_cpu_f32(gamma, |gv| {
-                with_cpu_f32(beta, |bv| {
-                    with_cpu_f32(&grad, |dyv| self.backward(xv, gv, bv, dyv, c, hw))
+        let (dx, dgamma, dbeta) = with_cpu_f32(x, "group norm: input", |xv| {
+            with_cpu_f32(gamma, "group norm: weight", |gv| {
+                with_cpu_f32(beta, "group norm: bias", |bv| {
+                    with_cpu_f32(&grad, "group norm: output gradient", |dyv| {
+                        self.backward(xv, gv, bv, dyv, c, hw)
+                    })
                 })
             })
         })????;
@@ -250,15 +241,6 @@ impl GroupNormOp {
             }
         }
         (dx, dgamma, dbeta)
-    }
-}
-
-/// Runs `f` on the contiguous f32 CPU data of `t`.
-fn with_cpu_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
-    let (s, l) = t.storage_and_layout();
-    match &*s {
-        Storage::Cpu(cs) => Ok(f(contiguous(cs, l, "tensor")?)),
-        _ => candle_core::bail!("fused group norm: tensors must be on the CPU"),
     }
 }
 
@@ -432,8 +414,8 @@ impl candle_core::CustomOp2 for ScaledSum {
         s2: &CpuStorage,
         l2: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let a = contiguous(s1, l1, "scaled sum lhs")?;
-        let b = contiguous(s2, l2, "scaled sum rhs")?;
+        let a = f32_data(s1, l1, "scaled sum: lhs")?;
+        let b = f32_data(s2, l2, "scaled sum: rhs")?;
         if l1.shape() != l2.shape() {
             candle_core::bail!(
                 "scaled sum: shapes {:?} and {:?} differ",

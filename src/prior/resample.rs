@@ -7,7 +7,7 @@
 
 use candle_core::{CpuStorage, CustomOp1, DType, Layout, Result, Shape, Tensor};
 
-use super::fast_conv::par_new;
+use super::fast_conv::{f32_images, par_new};
 
 /// `y[b, c, i, j] = scale · Σ x[b, c, 2i + di, 2j + dj]` over the 2×2 block (di, dj ∈ {0, 1}).
 struct BlockSum2 {
@@ -19,28 +19,13 @@ struct Replicate2 {
     scale: f32,
 }
 
-fn planes<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<(&'a [f32], [usize; 4])> {
-    let v = match s {
-        CpuStorage::F32(v) => v.as_slice(),
-        _ => candle_core::bail!("{op}: input must be f32"),
-    };
-    let dims: [usize; 4] = match l.shape().dims() {
-        &[b, c, h, w] => [b, c, h, w],
-        d => candle_core::bail!("{op}: input must be (B, C, H, W), got {d:?}"),
-    };
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok((&v[a..b], dims)),
-        None => candle_core::bail!("{op}: input must be contiguous"),
-    }
-}
-
 impl CustomOp1 for BlockSum2 {
     fn name(&self) -> &'static str {
         "block-sum-2x2"
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, [b, c, h, w]) = planes(s, l, self.name())?;
+        let (x, [b, c, h, w]) = f32_images(s, l, self.name())?;
         if h % 2 != 0 || w % 2 != 0 {
             candle_core::bail!("2×2 pooling needs even sides, got {h}×{w}");
         }
@@ -76,7 +61,7 @@ impl CustomOp1 for Replicate2 {
     }
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, [b, c, h, w]) = planes(s, l, self.name())?;
+        let (x, [b, c, h, w]) = f32_images(s, l, self.name())?;
         let scale = self.scale;
         let n = b * c * 4 * h * w;
         // SAFETY: every output element of each plane is written below.
