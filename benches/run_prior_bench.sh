@@ -8,7 +8,7 @@
 # usage: benches/run_prior_bench.sh [REPS]        (median of REPS timed runs, default 3)
 #        ROUNDS=R repeats each alternation R times (default 1): the table gives the median of
 #        the rounds and the range of the per-round ratios, as the machine's speed drifts by
-#        10-20 % over minutes here.
+#        10-30 % over minutes here.
 # env:   THREADS (default 2) for rayon and torch; TORCH_VENV (default /work/venv-torch, made
 #        with `python3 -m venv` and torch installed if missing); PAUSE_PID: a process to
 #        SIGSTOP during each measurement (and SIGCONT after); CONFIGS, BATCHES, IMPLS to narrow;

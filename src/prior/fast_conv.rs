@@ -585,20 +585,25 @@ fn conv_backward(x: &[f32], wt: &[f32], dy: &[f32], g: &Geom) -> (Vec<f32>, Vec<
         // added to.
         None => unsafe { par_new(g.b * in_sz, g.b, image) },
     };
-    // Sum the slots (each dWᵀ), image by image, over slices of the weight.
-    let mut dw = vec![0f32; w_sz];
+    // Sum the slots (each dWᵀ), image by image, over slices of the weight; then transpose
+    // the sum once.
+    let mut dw_t = vec![0f32; w_sz];
     let piece = w_sz.div_ceil(64).max(1024);
-    let dw_sum = SharedOut::new(&mut dw);
+    let dw_sum = SharedOut::new(&mut dw_t);
     par_for(w_sz.div_ceil(piece), |j| {
         let (a, e) = (j * piece, ((j + 1) * piece).min(w_sz));
-        // SAFETY: slice j of dw, written by this call only.
+        // SAFETY: slice j of dw_t, written by this call only.
         let d = unsafe { dw_sum.slice(a, e - a) };
         for part in dw_parts.chunks(w_sz) {
-            for (s, i) in d.iter_mut().zip(a..e) {
-                *s += part[(i % ck2) * o + i / ck2];
-            }
+            d.iter_mut().zip(&part[a..e]).for_each(|(s, v)| *s += v);
         }
     });
+    let mut dw = vec![0f32; w_sz];
+    for (r, row) in dw_t.chunks(o).enumerate() {
+        for (oi, &v) in row.iter().enumerate() {
+            dw[oi * ck2 + r] = v;
+        }
+    }
     (dx, dw, db)
 }
 

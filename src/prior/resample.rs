@@ -26,8 +26,8 @@ impl CustomOp1 for BlockSum2 {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, [b, c, h, w]) = f32_images(s, l, self.name())?;
-        if h % 2 != 0 || w % 2 != 0 {
-            candle_core::bail!("2×2 pooling needs even sides, got {h}×{w}");
+        if h % 2 != 0 || w % 2 != 0 || h == 0 || w == 0 {
+            candle_core::bail!("2×2 pooling needs even sides, at least 2, got {h}×{w}");
         }
         let (ho, wo) = (h / 2, w / 2);
         let scale = self.scale;
@@ -62,6 +62,9 @@ impl CustomOp1 for Replicate2 {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, [b, c, h, w]) = f32_images(s, l, self.name())?;
+        if h == 0 || w == 0 {
+            candle_core::bail!("×2 upsampling of an empty {h}×{w} image");
+        }
         let scale = self.scale;
         let n = b * c * 4 * h * w;
         // SAFETY: every output element of each plane is written below.
