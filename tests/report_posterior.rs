@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use interf_image::report::image_plot::{render_sky_image_rgb, Colormap, SkyImage, SKY_SIZE};
+use interf_image::report::image_plot::{
+    render_sky_image_rgb, Colormap, SkyImage, Stretch, SKY_SIZE,
+};
 use interf_image::report::posterior::{write_report, PosteriorReport, ReportError};
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -81,6 +83,7 @@ fn report(s: &Synth) -> PosteriorReport<'_> {
         clean_image: Some(&s.dirty),
         chi2: &s.chi2,
         chi2_mean: 1.02,
+        chi2_clean: Some(1.5),
         uv_dist: &s.uv,
         data_amp: &s.damp,
         model_amp: &s.mamp,
@@ -209,6 +212,7 @@ fn sky_plot_puts_pixel_ix_max_iy_0_bottom_right() {
         cmap: Colormap::Inferno,
         range: None,
         contours: &[],
+        stretch: Stretch::Linear,
     };
     let (w, _) = SKY_SIZE;
     let (buf, a) = render_sky_image_rgb(&img, SKY_SIZE).unwrap();

@@ -12,7 +12,10 @@ use super::common::{
     count_usable, default_name, longest_baseline, output_path, parse_angle, read_with_progress,
     set_threads, sky_header, GriddingArgs, SelectionArgs,
 };
-use crate::imaging::{clean_with_progress, CleanOptions, ImagingError, ImagingOptions, Weighting};
+use super::image::{merge_by_frequency, NoiseArg};
+use crate::imaging::{
+    clean_with_progress, estimate_noise, fit, CleanOptions, ImagingError, ImagingOptions, Weighting,
+};
 use crate::io::{write_image, HeaderValue};
 use crate::operator::ImageGeometry;
 use ms_io::MeasurementSet;
@@ -62,6 +65,10 @@ pub struct CleanArgs {
     pub selection: SelectionArgs,
     #[command(flatten)]
     pub gridding: GriddingArgs,
+    /// The visibility noise for the model's reduced χ², as `image` sets it: `auto` from
+    /// successive integrations, `weights` σ² = 1/WEIGHT.
+    #[arg(long, value_enum, default_value_t = NoiseArg::Auto)]
+    pub noise: NoiseArg,
     /// Threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -151,6 +158,15 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         other => other?,
     };
     let t_clean = start.elapsed() - t_read;
+    // The model against every visibility with `image`'s noise estimate: the two commands'
+    // numbers compare directly.
+    let merged = merge_by_frequency(chunks.clone());
+    let noise = match args.noise {
+        NoiseArg::Auto => estimate_noise(&merged),
+        NoiseArg::Weights => None,
+    };
+    let factor = noise.map_or(1.0, |n| n.weight_factor);
+    let chi2 = fit::reduced_chi2(&merged, &geometry, &r.model, factor, &opts.nufft)?;
 
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
     let inputs = [args.vis.as_path()];
@@ -184,6 +200,26 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
 
     let asec = |rad: f64| rad.to_degrees() * 3600.0;
     let model_flux: f64 = r.model.iter().map(|&v| v as f64).sum();
+    let json = serde_json::json!({
+        "measurement_set": args.vis,
+        "image_size": [nx, ny],
+        "pixel_arcsec": asec(scale),
+        "weighting": weighting.describe(),
+        "iterations": r.iterations,
+        "major_cycles": r.major_cycles,
+        "stop": r.stop.to_string(),
+        "model_flux_jy": model_flux,
+        "peak_residual_jy_per_beam": r.peak_residual,
+        "residual_sigma_jy_per_beam": r.residual_sigma,
+        "noise_factor": factor,
+        "noise": if noise.is_some() { "successive differences" } else { "weights" },
+        "reduced_chi2_model": chi2,
+        "beam_arcsec": [r.beam.major_deg * 3600.0, r.beam.minor_deg * 3600.0],
+        "beam_pa_deg": r.beam.pa_deg,
+    });
+    let jp = output_path(&name, "summary", &inputs)?.with_extension("json");
+    crate::io::write_atomic(&jp, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("cannot write {}", jp.display()))?;
     println!("{}", args.vis.display());
     println!(
         "  field {} '{}', {} visibilities gridded, image {}×{} of {:.4}″, {} weighting",
@@ -202,6 +238,16 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     println!(
         "  peak residual {:.4e} Jy/beam (σ {:.4e}), restored peak {:.4} Jy/beam",
         r.peak_residual, r.residual_sigma, r.restored_peak
+    );
+    println!(
+        "  reduced χ² of the model over all visibilities: {chi2:.3} (noise {})",
+        match noise {
+            Some(e) => format!(
+                "σ² = {:.3e}/w from {} successive differences",
+                e.weight_factor, e.n_pairs
+            ),
+            None => "σ² = 1/WEIGHT".into(),
+        }
     );
     println!(
         "  beam {:.4}″ × {:.4}″, PA {:.2}°",

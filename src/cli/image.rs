@@ -14,9 +14,11 @@ use super::common::{
     set_threads, sky_header, SelectionArgs,
 };
 use super::prior::{device, DeviceArg};
-use crate::imaging::{estimate_noise, make_dirty_and_psf, ImagingOptions, Weighting};
+use crate::imaging::{
+    compact_pixels, estimate_noise, make_dirty_and_psf, CompactOptions, ImagingOptions, Weighting,
+};
 use crate::io::{write_cube, write_image, CubeAxis, HeaderValue};
-use crate::likelihood::GaussianLikelihood;
+use crate::likelihood::{CompactMarginal, GaussianLikelihood};
 use crate::operator::nufft::ms2dirty;
 use crate::operator::{
     cell_multiplicity, CellAveraged, CellNoise, ForwardOperator, Gridded, GriddedVisibilities,
@@ -26,6 +28,8 @@ use crate::prior::{default_prior, ScoreModel};
 use crate::report::posterior::{write_report, PosteriorReport};
 use crate::sample::posterior::{sample_posterior, Method, PosteriorOptions};
 use ms_io::{MeasurementSet, VisChunk};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum MethodArg {
@@ -52,6 +56,12 @@ pub enum CellModelArg {
     Auto,
     Exact,
     Centre,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompactArg {
+    Auto,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -107,9 +117,19 @@ pub struct ImageArgs {
     /// Pixel size (0.5asec, 20masec, …). Default: a quarter of the theoretical beam.
     #[arg(long)]
     pub scale: Option<String>,
-    /// Flux of a prior image's brightest pixel, Jy/pixel. Default: the dirty image's peak.
+    /// Flux of a prior image's brightest pixel, Jy/pixel. Default: the peak of the dirty image
+    /// left once the compact components are fitted (the dirty image's peak without them).
     #[arg(long)]
     pub flux_scale: Option<f64>,
+    /// Unresolved bright components (a quasar's core) with a flat prior on their flux, the rest
+    /// of the sky under the score prior. `auto`: the pixels of a CLEAN model at the posterior's
+    /// geometry that hold ≥ 30 % of the restored brightness at their position, ≥ 20σ and ≥ 1 %
+    /// of the brightest component; `off`: the whole sky under the prior.
+    #[arg(long, value_enum, default_value_t = CompactArg::Auto)]
+    pub compact: CompactArg,
+    /// Most compact pixels (`--compact auto`), the brightest first.
+    #[arg(long, default_value_t = 32)]
+    pub compact_max: usize,
     /// How the visibility noise is set.
     #[arg(long, value_enum, default_value_t = NoiseArg::Auto)]
     pub noise: NoiseArg,
@@ -202,15 +222,11 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     let mut img_opts = ImagingOptions::new(geometry, Weighting::Natural);
     img_opts.nufft = nufft_opts.clone();
     let dirty = make_dirty_and_psf(&chunks, &img_opts)?;
-    let dirty_peak = dirty.dirty.iter().cloned().fold(f32::MIN, f32::max);
-    let flux_scale = match args.flux_scale {
-        Some(f) if f > 0.0 && f.is_finite() => f,
-        Some(f) => bail!("--flux-scale must be positive, got {f}"),
-        None if dirty_peak > 0.0 => dirty_peak as f64,
-        None => {
-            bail!("the dirty image has no positive peak ({dirty_peak} Jy/beam): give --flux-scale")
+    if let Some(f) = args.flux_scale {
+        if !(f > 0.0 && f.is_finite()) {
+            bail!("--flux-scale must be positive, got {f}");
         }
-    };
+    }
 
     // Noise per real component of each usable visibility.
     let noise = match args.noise {
@@ -240,6 +256,75 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
         cancel: Some(super::interrupt::flag()),
     };
+    // Every usable visibility, its σ, and one NUFFT plan for the likelihood and the χ².
+    let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
+    let vis_nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?;
+    let mut y_vis = Vec::with_capacity(2 * n_usable);
+    let mut sigma_vis = Vec::with_capacity(2 * n_usable);
+    for (v, &w) in c.vis.iter().zip(&c.weight).filter(|(_, &w)| w > 0.0) {
+        let s = (factor / w as f64).sqrt() as f32;
+        y_vis.extend([v.re, v.im]);
+        sigma_vis.extend([s, s]);
+    }
+
+    // A CLEAN model at the posterior's geometry (natural weighting, as the likelihood): where
+    // the compact components are, and the report's baseline. Deep (1σ, as a careful user
+    // cleans a bright source): at 3σ of a residual still full of the core's sidelobes CLEAN
+    // stopped after 79 components on 3C 273 (χ² 147 against 2.6 at 1σ); it costs 0.1 s.
+    let clean_baseline = crate::imaging::clean(
+        &chunks,
+        &img_opts,
+        &crate::imaging::CleanOptions {
+            niter: 10_000,
+            auto_threshold: Some(1.0),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| {
+        eprintln!(
+            "warning: no CLEAN baseline (no compact components, no CLEAN image in the report): {e}"
+        )
+    })
+    .ok();
+    let compact_px = match (&args.compact, &clean_baseline) {
+        (CompactArg::Auto, Some(cb)) => compact_pixels(
+            &cb.model,
+            &cb.restored,
+            cb.residual_sigma,
+            &CompactOptions {
+                max_pixels: args.compact_max,
+                ..Default::default()
+            },
+        ),
+        _ => Vec::new(),
+    };
+    // The compact fluxes by least squares with no diffuse emission, in Jy/pixel: the prior's
+    // flux scale is the peak of what they leave in the dirty image, so the diffuse emission
+    // fills the prior's range however bright the core.
+    let compact_ls = {
+        let base = GaussianLikelihood::new(&vis_nufft, y_vis.clone(), &sigma_vis)?;
+        let cm = CompactMarginal::new(base, compact_px.clone())?;
+        let zero = vec![0.0f32; geometry.len()];
+        cm.with_fluxes(&zero, &cm.best_fluxes(&zero)?)
+    };
+    let diffuse_dirty = if compact_px.is_empty() {
+        dirty.dirty.clone()
+    } else {
+        let mut mv = vec![0.0f32; vis_nufft.data_len()];
+        vis_nufft.forward(&compact_ls, &mut mv);
+        residual_products(c, &mv, &geometry, &nufft_opts, dirty.stats.weight_sum)?.0
+    };
+    let diffuse_peak = diffuse_dirty.iter().cloned().fold(f32::MIN, f32::max);
+    let flux_scale =
+        match args.flux_scale {
+            Some(f) => f,
+            None if diffuse_peak > 0.0 => diffuse_peak as f64,
+            None => bail!(
+            "the dirty image has no positive peak ({diffuse_peak} Jy/beam{}): give --flux-scale",
+            if compact_px.is_empty() { "" } else { " once the compact components are fitted" }
+        ),
+        };
+
     let batches = args.samples.div_ceil(args.batch.max(1));
     let bar = ProgressBar::new((batches * args.steps) as u64).with_style(
         ProgressStyle::with_template(
@@ -260,7 +345,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         LikelihoodArg::Auto => LikelihoodArg::Gridded,
         l => l,
     };
-    let (samples, chi2_lik, n_data) = match likelihood {
+    let (draws, n_data) = match likelihood {
         LikelihoodArg::Gridded => {
             let cell_noise = match args.cell_scatter_min {
                 0 => CellNoise::Weights,
@@ -295,32 +380,24 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             };
             let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
             lik.inflate_gamma(&grid.gamma_factors())?;
-            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
-            let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect::<Vec<_>>();
-            (s, chi2, grid.n_cells())
+            let lik = CompactMarginal::new(lik, compact_px.clone())?;
+            (
+                sample_sky(&model, &lik, &opts, &bar, args.seed)?,
+                grid.n_cells(),
+            )
         }
         LikelihoodArg::Visibilities | LikelihoodArg::Auto => {
-            let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
-            let nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?;
-            let mut y = Vec::with_capacity(2 * n_usable);
-            let mut sigma = Vec::with_capacity(2 * n_usable);
-            for (v, &w) in c.vis.iter().zip(&c.weight).filter(|(_, &w)| w > 0.0) {
-                let s = (factor / w as f64).sqrt() as f32;
-                y.extend([v.re, v.im]);
-                sigma.extend([s, s]);
-            }
-            let inflate = vis_gamma_factors(c, &geometry);
             let op = Scaled {
-                inner: nufft,
+                inner: &vis_nufft,
                 scale: scale_f32,
             };
-            let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
-            lik.inflate_gamma(&inflate)?;
-            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
-            let chi2 = s.iter().map(|x| lik.reduced_chi2(x)).collect::<Vec<_>>();
-            (s, chi2, n_usable)
+            let mut lik = GaussianLikelihood::new(op, y_vis.clone(), &sigma_vis)?;
+            lik.inflate_gamma(&vis_gamma_factors(c, &geometry))?;
+            let lik = CompactMarginal::new(lik, compact_px.clone())?;
+            (sample_sky(&model, &lik, &opts, &bar, args.seed)?, n_usable)
         }
     };
+    let SkyDraws { samples, chi2_lik } = draws;
     bar.finish_and_clear();
     super::interrupt::check()?;
     let t_sample = t_sample.elapsed();
@@ -345,10 +422,6 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         .collect();
     let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
     // χ² of the mean against every visibility (whatever the likelihood used).
-    let vis_nufft = {
-        let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
-        Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?
-    };
     let (chi2_mean, model) = visibility_chi2(&vis_nufft, c, factor, &mean);
     // The samples against the data themselves, whatever the likelihood met: for the gridded
     // likelihood the cells are fewer than the visibilities and blind to variation inside a
@@ -359,6 +432,11 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         .collect();
     let (residual_dirty, uv_dist, data_amp, model_amp) =
         residual_products(c, &model, &geometry, &nufft_opts, dirty.stats.weight_sum)?;
+    // CLEAN's model against the same visibilities and noise: the yardstick a user knows.
+    let chi2_clean = clean_baseline
+        .as_ref()
+        .map(|cb| visibility_chi2(&vis_nufft, c, factor, &cb.model).0);
+    let compact = compact_summary(&compact_px, &phys, &geometry);
 
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
     let mut header = sky_header(&info, field_id, &chunks, scale, "JY/PIXEL");
@@ -392,6 +470,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     beam_header.extra = vec![("WEIGHTNG".into(), HeaderValue::Str("natural".into()))];
     write_image(&p("dirty")?, &dirty.dirty, side, side, &beam_header)?;
     write_image(&p("psf")?, &dirty.psf, side, side, &beam_header)?;
+    write_image(&p("residual")?, &residual_dirty, side, side, &beam_header)?;
 
     let asec = |r: f64| r.to_degrees() * 3600.0;
     let median_min_max = |v: &[f64]| {
@@ -439,6 +518,26 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             median_min_max(&chi2_lik).0
         );
     }
+    if let Some(x) = chi2_clean {
+        println!(
+            "  reduced χ² of the CLEAN model (natural, 1σ auto-threshold) at this geometry: {x:.3}"
+        );
+    }
+    if !compact.is_empty() {
+        println!(
+            "  {} compact components (flat prior on flux), diffuse emission under the prior:",
+            compact.len()
+        );
+        for k in compact.iter().take(8) {
+            println!(
+                "    ΔRA {:+.4}″ ΔDec {:+.4}″: {:.4} ± {:.4} Jy",
+                k.offset_asec[0], k.offset_asec[1], k.flux_mean, k.flux_std
+            );
+        }
+        if compact.len() > 8 {
+            println!("    … {} more in the summary JSON", compact.len() - 8);
+        }
+    }
     println!("  total flux {fmean:.4} ± {fstd:.4} Jy");
     let summary = vec![
         ("Measurement Set".into(), args.vis.display().to_string()),
@@ -478,25 +577,33 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             "Reduced χ² of the mean".into(),
             format!("{chi2_mean:.3} over {n_usable} visibilities"),
         ),
+        (
+            "Reduced χ² of the CLEAN model".into(),
+            chi2_clean.map_or_else(
+                || "no CLEAN model".into(),
+                |x| format!("{x:.3} (same visibilities and noise)"),
+            ),
+        ),
+        (
+            "Compact components".into(),
+            if compact.is_empty() {
+                "none: the whole sky under the prior".into()
+            } else {
+                format!(
+                    "{} pixels with a flat prior on flux, {:.4} Jy in all (brightest {:.4} ± {:.4} Jy)",
+                    compact.len(),
+                    compact.iter().map(|k| k.flux_mean).sum::<f64>(),
+                    compact[0].flux_mean,
+                    compact[0].flux_std
+                )
+            },
+        ),
         ("Dirty image".into(), "natural weighting, Jy/beam".into()),
         (
             "Sampling time".into(),
             format!("{:.1} s", t_sample.as_secs_f64()),
         ),
     ];
-    // A CLEAN baseline beside the posterior mean: same data, geometry and weighting as the
-    // dirty image above. Only a picture for comparison, so a failure costs the picture, not
-    // the run.
-    let clean_baseline = crate::imaging::clean(
-        &chunks,
-        &img_opts,
-        &crate::imaging::CleanOptions {
-            niter: 500,
-            ..Default::default()
-        },
-    )
-    .map_err(|e| eprintln!("warning: no CLEAN image in the report: {e}"))
-    .ok();
     let mut summary = summary;
     if let Some(c) = &clean_baseline {
         summary.push((
@@ -533,6 +640,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         clean_image: clean_baseline.as_ref().map(|c| c.restored.as_slice()),
         chi2: &chi2,
         chi2_mean,
+        chi2_clean,
         uv_dist: &uv_dist,
         data_amp: &data_amp,
         model_amp: &model_amp,
@@ -556,6 +664,12 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         "n_visibilities": n_usable,
         "n_likelihood_data": n_data,
         "reduced_chi2_mean_image": chi2_mean,
+        "reduced_chi2_clean_model": chi2_clean,
+        "compact_components": compact.iter().map(|k| serde_json::json!({
+            "pixel_yx": k.pixel_yx,
+            "offset_arcsec_ra_dec": k.offset_asec,
+            "flux_jy": { "mean": k.flux_mean, "std": k.flux_std },
+        })).collect::<Vec<_>>(),
         "reduced_chi2_samples": chi2,
         "reduced_chi2_samples_likelihood_data": chi2_lik,
         "total_flux_jy": { "mean": fmean, "std": fstd },
@@ -565,11 +679,79 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     crate::io::write_atomic(&jp, serde_json::to_string_pretty(&json)?.as_bytes())
         .with_context(|| format!("cannot write {}", jp.display()))?;
     println!(
-        "  wrote {name}-samples.fits, -mean, -std, -dirty, -psf, -summary.json and {} in {:.1} s",
+        "  wrote {name}-samples.fits, -mean, -std, -dirty, -psf, -residual, -summary.json and {} in {:.1} s",
         html.display(),
         start.elapsed().as_secs_f64()
     );
     Ok(())
+}
+
+/// Posterior skies (prior units) with the compact fluxes drawn in.
+struct SkyDraws {
+    samples: Vec<Vec<f32>>,
+    /// Reduced χ² of each sky over the likelihood's own data (cells for the gridded one).
+    chi2_lik: Vec<f64>,
+}
+
+/// The diffuse images from the reverse diffusion under the compact-marginal likelihood, then
+/// each one's compact fluxes from their exact conditional: joint posterior draws.
+fn sample_sky<A: ForwardOperator>(
+    model: &ScoreModel,
+    lik: &CompactMarginal<A>,
+    opts: &PosteriorOptions,
+    bar: &ProgressBar,
+    seed: u64,
+) -> anyhow::Result<SkyDraws> {
+    let diffuse = sample_posterior(model, lik, opts, Some(bar)).map_err(interrupted_or)?;
+    // A stream of its own, so that the diffuse draws do not depend on the compact ones.
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_C0DE_0000_0001);
+    let mut out = SkyDraws {
+        samples: Vec::with_capacity(diffuse.len()),
+        chi2_lik: Vec::with_capacity(diffuse.len()),
+    };
+    for x in &diffuse {
+        let f = lik.draw_fluxes(x, &mut rng)?;
+        let sky = lik.with_fluxes(x, &f);
+        out.chi2_lik.push(lik.base().reduced_chi2(&sky));
+        out.samples.push(sky);
+    }
+    Ok(out)
+}
+
+/// One compact component of the posterior.
+struct CompactComponent {
+    pixel_yx: [usize; 2],
+    /// ΔRA, ΔDec from the phase centre, arcsec.
+    offset_asec: [f64; 2],
+    flux_mean: f64,
+    flux_std: f64,
+}
+
+/// Each compact pixel's flux over the samples (Jy/pixel): the component and the diffuse
+/// emission under it together — the split between the two is the prior's, the sum the data's.
+fn compact_summary(pixels: &[usize], samples: &[f32], g: &ImageGeometry) -> Vec<CompactComponent> {
+    let npix = g.len();
+    let n = (samples.len() / npix).max(1) as f64;
+    pixels
+        .iter()
+        .map(|&p| {
+            let (iy, ix) = (p / g.nx, p % g.nx);
+            let f: Vec<f64> = samples.chunks(npix).map(|s| s[p] as f64).collect();
+            let mean = f.iter().sum::<f64>() / n;
+            let std = (f.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+            // l = (nx/2 − ix)·Δx is ΔRA (east positive), m = (iy − ny/2)·Δy is ΔDec.
+            let asec = |r: f64| r.to_degrees() * 3600.0;
+            CompactComponent {
+                pixel_yx: [iy, ix],
+                offset_asec: [
+                    asec(((g.nx / 2) as f64 - ix as f64) * g.dx),
+                    asec((iy as f64 - (g.ny / 2) as f64) * g.dy),
+                ],
+                flux_mean: mean,
+                flux_std: std,
+            }
+        })
+        .collect()
 }
 
 /// A sampling error caused by Ctrl-C becomes [`super::interrupt::Interrupted`].

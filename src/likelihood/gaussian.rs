@@ -91,13 +91,35 @@ impl<A: ForwardOperator> GaussianLikelihood<A> {
 
     /// `∇_{x_t} log p_t(y | x_t)` under the convolved approximation, into `grad`.
     pub fn score(&self, x_t: &[f32], mu_t: f32, sigma_t: f32, grad: &mut [f32]) {
+        let mut r = self.weighted_residual(x_t, mu_t, sigma_t);
+        r.iter_mut().for_each(|v| *v *= self.alpha);
+        self.op.adjoint(&r, grad);
+    }
+
+    /// Each datum's variance at a diffusion state: `μ_t² σ_y² + σ_t² Γ`.
+    pub(crate) fn variances(&self, mu_t: f32, sigma_t: f32) -> Vec<f32> {
+        let (m2, s2) = (mu_t * mu_t, sigma_t * sigma_t);
+        self.sigma2
+            .iter()
+            .zip(&self.gamma)
+            .map(|(v, g)| m2 * v + s2 * g)
+            .collect()
+    }
+
+    /// `(μ_t y − A x_t) / (μ_t² σ_y² + σ_t² Γ)`, datum by datum (without α).
+    pub(crate) fn weighted_residual(&self, x_t: &[f32], mu_t: f32, sigma_t: f32) -> Vec<f32> {
         let mut r = vec![0.0f32; self.op.data_len()];
         self.op.forward(x_t, &mut r);
         let (m2, s2) = (mu_t * mu_t, sigma_t * sigma_t);
         for (((ri, yi), vi), gi) in r.iter_mut().zip(&self.y).zip(&self.sigma2).zip(&self.gamma) {
-            *ri = self.alpha * (mu_t * yi - *ri) / (m2 * vi + s2 * gi);
+            *ri = (mu_t * yi - *ri) / (m2 * vi + s2 * gi);
         }
-        self.op.adjoint(&r, grad);
+        r
+    }
+
+    #[cfg(test)]
+    pub(crate) fn sigma2(&self) -> &[f32] {
+        &self.sigma2
     }
 
     /// `χ² = Σ (y − A x)² / σ²` of a clean image.

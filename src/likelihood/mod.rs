@@ -4,12 +4,14 @@
 //!
 //! [`ForwardOperator`]: crate::operator::ForwardOperator
 
+mod compact;
 mod gaussian;
 mod learned;
 
 use rayon::prelude::*;
 use thiserror::Error;
 
+pub use compact::CompactMarginal;
 pub use gaussian::GaussianLikelihood;
 pub use learned::{noise_tiles, LearnedNoiseLikelihood};
 
@@ -23,6 +25,8 @@ pub enum LikelihoodError {
     },
     #[error("noise σ must be positive and finite; datum {index} has σ = {value}")]
     BadSigma { index: usize, value: f32 },
+    #[error("compact components: {0}")]
+    Compact(String),
     #[error("noise model: {0}")]
     NoiseModel(String),
     #[error(transparent)]

@@ -122,6 +122,25 @@ impl<A: ForwardOperator, B: ForwardOperator> ForwardOperator for Compose<A, B> {
     }
 }
 
+/// A borrowed operator: one NUFFT plan serves a likelihood and the caller's own evaluations.
+impl<T: ForwardOperator + ?Sized> ForwardOperator for &T {
+    fn image_shape(&self) -> [usize; 2] {
+        (**self).image_shape()
+    }
+    fn data_len(&self) -> usize {
+        (**self).data_len()
+    }
+    fn forward(&self, image: &[f32], data: &mut [f32]) {
+        (**self).forward(image, data)
+    }
+    fn adjoint(&self, data: &[f32], image: &mut [f32]) {
+        (**self).adjoint(data, image)
+    }
+    fn diag_aat(&self) -> Vec<f32> {
+        (**self).diag_aat()
+    }
+}
+
 /// Operators chosen at run time (a lens alone, or composed with a NUFFT) behind one type.
 impl ForwardOperator for Box<dyn ForwardOperator> {
     fn image_shape(&self) -> [usize; 2] {

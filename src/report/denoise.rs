@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::html::{self, Figure};
-use super::image_plot::{self, Colormap, SkyImage};
+use super::image_plot::{self, Colormap, SkyImage, Stretch};
 use super::plot_util::{anyhow_like::Error as PlotError, ensure_font, PlotResult, FONT};
 use super::posterior::{split_prefix, write_bytes_atomic, write_png_atomic, ReportError};
 
@@ -80,6 +80,7 @@ pub fn write_denoise_report(
         cmap,
         range,
         contours,
+        stretch: Stretch::Linear,
     };
     let data_img = |data, title, unit, cmap, range| SkyImage {
         data,
@@ -91,6 +92,7 @@ pub fn write_denoise_report(
         cmap,
         range,
         contours: &[],
+        stretch: Stretch::Linear,
     };
     let npix = my * mx;
     let shown: Vec<&[f32]> = (0..r.n_samples.min(4))

@@ -116,6 +116,70 @@ pub struct SkyImage<'a> {
     pub range: Option<(f64, f64)>,
     /// Contour levels in data units, drawn as thin black lines.
     pub contours: &'a [f64],
+    /// How data values map to colours.
+    pub stretch: Stretch,
+}
+
+/// How data values between the colour range's ends map to colours.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Stretch {
+    Linear,
+    /// `asinh(v/soft)` rescaled to the range: linear within `soft` of zero, logarithmic
+    /// beyond (either sign), so a 1000:1 jet and its core show in one picture (as DS9's and
+    /// CARTA's asinh scales).
+    Asinh {
+        soft: f64,
+    },
+}
+
+impl Stretch {
+    /// An asinh stretch for an image whose faint end worth seeing is `soft` (e.g. a few σ of
+    /// its noise), linear when that is within a factor 10 of the range's span anyway.
+    pub fn asinh_for(soft: f64, lo: f64, hi: f64) -> Self {
+        if soft > 0.0 && soft.is_finite() && (hi - lo) > 10.0 * soft {
+            Stretch::Asinh { soft }
+        } else {
+            Stretch::Linear
+        }
+    }
+
+    /// Position in [0, 1] of `v` in the range `lo..hi` (unclamped; NaN stays NaN).
+    pub fn forward(self, v: f64, lo: f64, hi: f64) -> f64 {
+        match self {
+            Stretch::Linear => (v - lo) / (hi - lo),
+            Stretch::Asinh { soft } => {
+                let (a, b) = ((lo / soft).asinh(), (hi / soft).asinh());
+                ((v / soft).asinh() - a) / (b - a)
+            }
+        }
+    }
+
+    /// The data value at position `t` of the range (the colour bar's labels).
+    pub fn inverse(self, t: f64, lo: f64, hi: f64) -> f64 {
+        match self {
+            Stretch::Linear => lo + t * (hi - lo),
+            Stretch::Asinh { soft } => {
+                let (a, b) = ((lo / soft).asinh(), (hi / soft).asinh());
+                soft * (a + t * (b - a)).sinh()
+            }
+        }
+    }
+}
+
+/// Offsets shown in the unit that suits the field: µas for the EHT, mas for VLBI, arcsec for
+/// the VLA and ALMA, arcmin and degrees for wide fields. Returns (arcsec per unit, name).
+pub fn angle_unit(extent_asec: f64) -> (f64, &'static str) {
+    if extent_asec < 2e-3 {
+        (1e-6, "µas")
+    } else if extent_asec < 2.0 {
+        (1e-3, "mas")
+    } else if extent_asec < 600.0 {
+        (1.0, "arcsec")
+    } else if extent_asec < 36_000.0 {
+        (60.0, "arcmin")
+    } else {
+        (3600.0, "deg")
+    }
 }
 
 /// Where the image raster landed on the canvas, in backend pixels (top-left origin).
@@ -197,6 +261,19 @@ pub fn decimals(span: f64) -> usize {
     (-step.log10().floor()).clamp(0.0, 4.0) as usize
 }
 
+/// A label with three significant digits and no exponent for everyday magnitudes.
+fn significant(v: f64) -> String {
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() {
+        return tick(v, 0);
+    }
+    if !(1e-3..1e5).contains(&a) {
+        return format!("{v:.2e}");
+    }
+    let prec = (2 - a.log10().floor() as i64).clamp(0, 6) as usize;
+    tick(v, prec)
+}
+
 fn tick(v: f64, prec: usize) -> String {
     // + 0.0 turns -0.0 into 0.0 so the centre tick does not read "-0".
     format!("{:.*}", prec, v + 0.0)
@@ -251,7 +328,8 @@ pub fn draw_sky_image<DB: DrawingBackend>(
         .map_err(err)?;
     let (main, bar) = body.split_horizontally(ml + ylab + pw);
 
-    let p = img.pixel_asec;
+    let (unit_asec, angle) = angle_unit(img.pixel_asec * nx.max(ny) as f64);
+    let p = img.pixel_asec / unit_asec;
     let (cx, cy) = ((nx / 2) as f64, (ny / 2) as f64);
     // Chart x is −ΔRA so that it grows to the right with ix; the labels show ΔRA.
     let (x0, x1) = ((-cx - 0.5) * p, (nx as f64 - cx - 0.5) * p);
@@ -275,8 +353,8 @@ pub fn draw_sky_image<DB: DrawingBackend>(
         .y_labels(6)
         .x_label_formatter(&xfmt)
         .y_label_formatter(&yfmt)
-        .x_desc("ΔRA (arcsec)")
-        .y_desc("ΔDec (arcsec)")
+        .x_desc(format!("ΔRA ({angle})"))
+        .y_desc(format!("ΔDec ({angle})"))
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 15))
         .draw()
@@ -308,9 +386,17 @@ pub fn draw_sky_image<DB: DrawingBackend>(
 
     // Colour bar: same top and bottom as the image so the two line up.
     let (scale, unit) = scaled_unit(img.unit, lo, hi);
-    let (blo, bhi) = (lo * scale, hi * scale);
+    let stretch = img.stretch;
+    let (blo, bhi) = match stretch {
+        Stretch::Linear => (lo * scale, hi * scale),
+        Stretch::Asinh { .. } => (0.0, 1.0),
+    };
     let bp = decimals(bhi - blo);
-    let bfmt = |v: &f64| tick(*v, bp);
+    // Under asinh the bar is uniform in colour, its labels the data values there.
+    let bfmt = |v: &f64| match stretch {
+        Stretch::Linear => tick(*v, bp),
+        Stretch::Asinh { .. } => significant(stretch.inverse(*v, lo, hi) * scale),
+    };
     let mut cbar = ChartBuilder::on(&bar)
         .margin_left(gap)
         .margin_top(mt)
@@ -394,7 +480,7 @@ fn rasterize(img: &SkyImage, w: usize, h: usize, lo: f64, hi: f64) -> Vec<u8> {
                 }
             }
             let t = if n > 0 {
-                (s / n as f64 - lo) / (hi - lo)
+                img.stretch.forward(s / n as f64, lo, hi)
             } else {
                 f64::NAN
             };

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::html::{self, Figure};
-use super::image_plot::{self, Colormap, SkyImage};
+use super::image_plot::{self, Colormap, SkyImage, Stretch};
 use super::plot_util::{ensure_font, image_grid};
 use super::posterior::ReportError;
 
@@ -113,6 +113,7 @@ pub fn write_lens_report(prefix: &str, r: &LensReport) -> Result<PathBuf, Report
             cmap,
             range: None,
             contours: &[],
+            stretch: Stretch::Linear,
         };
         let res = image_plot::write_sky_image_png(&tmp, &img, image_plot::sky_canvas(ny, nx))
             .map_err(|e| e.0);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::html::{self, Figure};
-use super::image_plot::{self, Colormap, SkyImage};
+use super::image_plot::{self, Colormap, SkyImage, Stretch};
 use super::plot_util::{anyhow_like::Error as PlotError, ensure_font, PlotResult, FONT};
 
 /// Everything the report shows. Images are `[iy][ix]`, row `iy = 0` at the bottom (south),
@@ -36,6 +36,8 @@ pub struct PosteriorReport<'a> {
     pub chi2: &'a [f64],
     /// Reduced χ² of the posterior mean.
     pub chi2_mean: f64,
+    /// Reduced χ² of the CLEAN model over the same visibilities, when there is one.
+    pub chi2_clean: Option<f64>,
     /// Per visibility, wavelengths.
     pub uv_dist: &'a [f64],
     pub data_amp: &'a [f32],
@@ -87,7 +89,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
     let (ny, nx, p) = (r.ny, r.nx, r.pixel_asec);
     // Made before `sky` so they outlive the one lifetime its closure infers for titles.
     let sample_titles: Vec<String> = (1..=4).map(|k| format!("Posterior sample {k}")).collect();
-    let sky = |data, title, unit, cmap, range, contours| SkyImage {
+    let sky = |data, title, unit, cmap, range, contours, stretch| SkyImage {
         data,
         ny,
         nx,
@@ -97,6 +99,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
         cmap,
         range,
         contours,
+        stretch,
     };
     let npix = ny * nx;
     let canvas = image_plot::sky_canvas(ny, nx);
@@ -108,11 +111,23 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
         .chain(shown.iter().copied())
         .filter_map(image_plot::finite_range)
         .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)));
+    // Sky images in an asinh stretch, linear up to 3σ of their noise: a linear scale hides a
+    // jet at 1/1000 of its core. σ in Jy/beam from the residual dirty image, in Jy/pixel from
+    // the posterior's median std.
+    let beam_soft = 3.0 * median_abs(r.residual_dirty) * 1.4826;
+    let pixel_soft = 3.0 * median_abs(r.std);
+    let stretch = |soft: f64, range: Option<(f64, f64)>| {
+        range.map_or(Stretch::Linear, |(lo, hi)| Stretch::asinh_for(soft, lo, hi))
+    };
+    let dirty_stretch = stretch(beam_soft, image_plot::finite_range(r.dirty));
+    let flux_stretch = stretch(pixel_soft, flux_range);
 
     emit!(
         "dirty",
         "dirty image",
-        "Dirty image (no deconvolution), Jy/beam.".into(),
+        "Dirty image (no deconvolution), Jy/beam, asinh colour scale (linear below 3σ of the \
+         residual's noise, logarithmic above) so faint emission beside a bright core shows."
+            .into(),
         &|path| {
             let s = sky(
                 r.dirty,
@@ -121,6 +136,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
                 Colormap::Inferno,
                 None,
                 &[],
+                dirty_stretch,
             );
             image_plot::write_sky_image_png(path, &s, canvas)
         },
@@ -128,7 +144,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
     emit!(
         "mean",
         "posterior mean",
-        "Posterior mean, Jy/pixel (same colour scale as the samples).".into(),
+        "Posterior mean, Jy/pixel (same asinh colour scale as the samples).".into(),
         &|path| {
             let s = sky(
                 r.mean,
@@ -137,6 +153,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
                 Colormap::Inferno,
                 flux_range,
                 &[],
+                flux_stretch,
             );
             image_plot::write_sky_image_png(path, &s, canvas)
         },
@@ -145,7 +162,14 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
         emit!(
             "clean",
             "CLEAN image",
-            "CLEAN restored image (baseline for comparison), Jy/beam.".into(),
+            match r.chi2_clean {
+                Some(x) => format!(
+                    "CLEAN restored image (baseline for comparison), Jy/beam, asinh colour \
+                     scale. Reduced χ² of its model {x:.3}, of the posterior mean {:.3}.",
+                    r.chi2_mean
+                ),
+                None => "CLEAN restored image (baseline for comparison), Jy/beam.".into(),
+            },
             &|path| {
                 let s = sky(
                     clean,
@@ -154,6 +178,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
                     Colormap::Inferno,
                     None,
                     &[],
+                    stretch(beam_soft, image_plot::finite_range(clean)),
                 );
                 image_plot::write_sky_image_png(path, &s, canvas)
             },
@@ -172,6 +197,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
                 Colormap::Viridis,
                 range,
                 &[],
+                Stretch::Linear,
             );
             image_plot::write_sky_image_png(path, &s, canvas)
         },
@@ -191,6 +217,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
                 Colormap::Diverging,
                 None,
                 &SIGNIFICANCE_LEVELS,
+                Stretch::Linear,
             );
             image_plot::write_sky_image_png(path, &s, canvas)
         },
@@ -205,7 +232,15 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
                 r.n_samples
             ),
             &|path| {
-                let im = sky(s, title, "Jy/pixel", Colormap::Inferno, flux_range, &[]);
+                let im = sky(
+                    s,
+                    title,
+                    "Jy/pixel",
+                    Colormap::Inferno,
+                    flux_range,
+                    &[],
+                    flux_stretch,
+                );
                 image_plot::write_sky_image_png(path, &im, canvas)
             },
         )?;
@@ -224,6 +259,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
                 Colormap::Diverging,
                 None,
                 &[],
+                Stretch::Linear,
             );
             image_plot::write_sky_image_png(path, &s, canvas)
         },
@@ -232,9 +268,11 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
         "chi2",
         "reduced chi-squared histogram",
         format!(
-            "Reduced χ² of the {} samples; the mean's χ² is {:.3}.",
+            "Reduced χ² of the {} samples; the mean's χ² is {:.3}{}.",
             r.chi2.len(),
-            r.chi2_mean
+            r.chi2_mean,
+            r.chi2_clean
+                .map_or_else(String::new, |x| format!(", the CLEAN model's {x:.3}"))
         ),
         &|path| chi2_histogram(path, r.chi2, r.chi2_mean),
     )?;
@@ -270,6 +308,21 @@ std is too large.</li>
 <li><b>Amplitude vs uv distance</b>: the model (orange) should follow the data (blue) at every
 baseline length; short baselines show total flux, long ones compact structure.</li>
 </ul>";
+
+/// Median of |v| over finite values (0 for none).
+fn median_abs(v: &[f32]) -> f64 {
+    let mut a: Vec<f32> = v
+        .iter()
+        .filter(|x| x.is_finite())
+        .map(|x| x.abs())
+        .collect();
+    if a.is_empty() {
+        return 0.0;
+    }
+    let mid = a.len() / 2;
+    let (_, m, _) = a.select_nth_unstable_by(mid, |x, y| x.total_cmp(y));
+    *m as f64
+}
 
 fn validate(r: &PosteriorReport) -> Result<(), ReportError> {
     let npix = r.ny * r.nx;

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use super::html::{self, Figure};
-use super::image_plot::{self, Colormap, SkyImage};
+use super::image_plot::{self, Colormap, SkyImage, Stretch};
 use super::plot_util::{anyhow_like::Error as PlotError, ensure_font, PlotResult, FONT};
 use super::posterior::{split_prefix, ReportError};
 use crate::validate::Validation;
@@ -344,6 +344,7 @@ fn truth_panels(
         cmap,
         range,
         contours: &[],
+        stretch: Stretch::Linear,
     };
     image_plot::draw_sky_image(
         &areas[0],
