@@ -84,6 +84,7 @@ fn report(s: &Synth) -> PosteriorReport<'_> {
         chi2: &s.chi2,
         chi2_mean: 1.02,
         chi2_clean: Some(1.5),
+        beam_significance: None,
         uv_dist: &s.uv,
         data_amp: &s.damp,
         model_amp: &s.mamp,

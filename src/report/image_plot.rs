@@ -166,6 +166,29 @@ impl Stretch {
     }
 }
 
+/// An angle in arcsec written in the unit that suits it (`12.5 µas`, `0.0555 mas`, `0.684″`,
+/// `2.5′`, `1.2°`), four significant digits.
+pub fn format_angle(asec: f64) -> String {
+    let a = asec.abs();
+    if a == 0.0 || !a.is_finite() {
+        return format!("{asec}″");
+    }
+    let (per, sym) = if a < 1e-4 {
+        (1e-6, " µas")
+    } else if a < 0.1 {
+        (1e-3, " mas")
+    } else if a < 120.0 {
+        (1.0, "″")
+    } else if a < 7200.0 {
+        (60.0, "′")
+    } else {
+        (3600.0, "°")
+    };
+    let v = asec / per;
+    let digits = (3 - v.abs().log10().floor() as i64).clamp(0, 8) as usize;
+    format!("{v:.digits$}{sym}")
+}
+
 /// Offsets shown in the unit that suits the field: µas for the EHT, mas for VLBI, arcsec for
 /// the VLA and ALMA, arcmin and degrees for wide fields. Returns (arcsec per unit, name).
 pub fn angle_unit(extent_asec: f64) -> (f64, &'static str) {
@@ -553,6 +576,32 @@ pub fn write_sky_image_png(path: &Path, img: &SkyImage, size: (u32, u32)) -> Plo
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn angles_in_the_unit_that_suits_them() {
+        assert_eq!(format_angle(0.684), "0.6840″");
+        assert_eq!(format_angle(5.549e-5), "55.49 µas");
+        assert_eq!(format_angle(-2.22e-4), "-0.2220 mas");
+        assert_eq!(format_angle(0.0), "0″");
+        assert_eq!(format_angle(2.0e-6), "2.000 µas");
+        assert_eq!(format_angle(150.0), "2.500′");
+        assert_eq!(angle_unit(64.0 * 5.5e-5), (1e-3, "mas"));
+        assert_eq!(angle_unit(64.0 * 0.684), (1.0, "arcsec"));
+    }
+
+    #[test]
+    fn asinh_stretch_round_trips_and_is_linear_near_zero() {
+        let s = Stretch::Asinh { soft: 0.01 };
+        let (lo, hi) = (-0.05, 30.0);
+        for v in [-0.05, -0.001, 0.0, 0.003, 0.5, 29.0, 30.0] {
+            let t = s.forward(v, lo, hi);
+            assert!((0.0..=1.0 + 1e-12).contains(&t));
+            assert!((s.inverse(t, lo, hi) - v).abs() < 1e-9 * (1.0 + v.abs()));
+        }
+        // A jet at 1/1000 of the core sits well up the colour scale, not at its bottom.
+        assert!(s.forward(0.03, lo, hi) > 0.3);
+        assert_eq!(Stretch::asinh_for(1.0, 0.0, 5.0), Stretch::Linear);
+    }
 
     #[test]
     fn colormaps_hit_their_ends() {

@@ -38,6 +38,8 @@ pub struct PosteriorReport<'a> {
     pub chi2_mean: f64,
     /// Reduced χ² of the CLEAN model over the same visibilities, when there is one.
     pub chi2_clean: Option<f64>,
+    /// Significance (mean/std) of the samples convolved with CLEAN's restoring beam.
+    pub beam_significance: Option<&'a [f32]>,
     /// Per visibility, wavelengths.
     pub uv_dist: &'a [f64],
     pub data_amp: &'a [f32],
@@ -222,6 +224,27 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
             image_plot::write_sky_image_png(path, &s, canvas)
         },
     )?;
+    if let Some(bs) = r.beam_significance {
+        emit!(
+            "significance-beam",
+            "significance at CLEAN's resolution",
+            "Significance mean/std of the samples convolved with CLEAN's restoring beam: the \
+             posterior judged at the resolution of the CLEAN image; contours at −3, 3 and 5."
+                .into(),
+            &|path| {
+                let s = sky(
+                    bs,
+                    "Significance at the CLEAN beam",
+                    "σ",
+                    Colormap::Diverging,
+                    None,
+                    &SIGNIFICANCE_LEVELS,
+                    Stretch::Asinh { soft: 5.0 },
+                );
+                image_plot::write_sky_image_png(path, &s, canvas)
+            },
+        )?;
+    }
     for (k, (s, title)) in shown.iter().zip(&sample_titles).enumerate() {
         emit!(
             &format!("sample{}", k + 1),
