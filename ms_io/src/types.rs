@@ -149,6 +149,8 @@ pub struct ReadStats {
     pub used: usize,
     /// Samples dropped as flagged, zero-weight or non-finite.
     pub dropped: usize,
+    /// Rows of the selection skipped as autocorrelations (ANTENNA1 = ANTENNA2).
+    pub autocorrelations: usize,
 }
 
 /// Everything read for one selection.

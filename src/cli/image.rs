@@ -134,6 +134,9 @@ pub struct ImageArgs {
     /// Threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Write the results even when the fit is poor (reduced χ² above 100 or not finite).
+    #[arg(long)]
+    pub allow_poor_fit: bool,
 }
 
 impl ImageArgs {
@@ -375,7 +378,19 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         ("FLUXSCL".into(), HeaderValue::F64(flux_scale)),
         ("NOISEFAC".into(), HeaderValue::F64(factor)),
     ];
-    let inputs = [args.vis.as_path()];
+    let inputs: Vec<&std::path::Path> = [Some(args.vis.as_path()), args.prior.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    // Sanity gate and output policy before anything is written, so nothing is half-written.
+    super::common::check_fit(
+        chi2_mean,
+        mean.iter().map(|&v| v as f64).sum(),
+        &[("mean", &mean), ("std", &std), ("samples", &phys)],
+        args.allow_poor_fit,
+    )?;
+    let files = ["samples", "mean", "std", "dirty", "psf"].map(|s| format!("{s}.fits"));
+    super::common::check_outputs(&name, &files.each_ref().map(|s| s.as_str()), &inputs)?;
     let p = |s: &str| output_path(&name, s, &inputs);
     write_cube(
         &p("samples")?,

@@ -211,6 +211,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if !(args.epsilon.is_finite() && (1e-7..=1e-1).contains(&args.epsilon)) {
         bail!("--epsilon must be in 1e-7 … 1e-1, got {}", args.epsilon);
     }
+    // The writer refuses an existing --out or one inside --like; this also catches the truth
+    // image under any spelling.
+    super::common::check_output(&args.out, &[&args.image, &args.like])?;
     let img = read_image(&args.image)?;
     let truth = load_truth(&img)?;
 

@@ -194,6 +194,27 @@ fn parse_config(bytes: &[u8], path: &Path) -> Result<CheckpointConfig> {
             path: path.to_path_buf(),
             msg,
         })?;
+    config.sde.check().map_err(|msg| PriorError::Config {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    // Sampling runs from t = 1 down to t_eps and maps back through the normalisation: values
+    // outside these ranges give NaN or infinite images, never an error further on.
+    if !(config.t_eps > 0.0 && config.t_eps < 1.0) {
+        return Err(PriorError::Config {
+            path: path.to_path_buf(),
+            msg: format!("t_eps must be in (0, 1), got {}", config.t_eps),
+        });
+    }
+    let (scale, offset) = (config.normalisation.scale(), config.normalisation.offset());
+    if !(scale.is_finite() && scale != 0.0 && offset.is_finite()) {
+        return Err(PriorError::Config {
+            path: path.to_path_buf(),
+            msg: format!(
+                "normalisation scale {scale} and offset {offset} must be finite (scale non-zero)"
+            ),
+        });
+    }
     Ok(config)
 }
 
