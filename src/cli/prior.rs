@@ -312,7 +312,10 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         },
     };
     let net_cfg: UNetConfig = net_cfg;
-    net_cfg.validate().map_err(anyhow::Error::msg)?;
+    net_cfg
+        .validate()
+        .and_then(|()| crate::prior::checkpoint::check_network_size(&net_cfg))
+        .map_err(anyhow::Error::msg)?;
     let sde = match a.sde {
         SdeArg::Ve => {
             let smax = match a.sigma_max {
