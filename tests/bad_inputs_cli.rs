@@ -146,14 +146,14 @@ fn write_fits(path: &Path, shape: &[usize], data: &[f32], cards: &[(&str, &str)]
         card(k, v);
     }
     h.push_str(&format!("{:<80}", "END"));
-    while h.len() % 2880 != 0 {
+    while !h.len().is_multiple_of(2880) {
         h.push(' ');
     }
     let mut bytes = h.into_bytes();
     for v in data {
         bytes.extend(v.to_be_bytes());
     }
-    while bytes.len() % 2880 != 0 {
+    while !bytes.len().is_multiple_of(2880) {
         bytes.push(0);
     }
     std::fs::write(path, bytes).unwrap();
@@ -163,7 +163,7 @@ fn write_fits(path: &Path, shape: &[usize], data: &[f32], cards: &[(&str, &str)]
 fn write_npy(path: &Path, n: usize, h: usize, w: usize, data: &[f32]) {
     let mut header =
         format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({n}, {h}, {w}), }}");
-    while (10 + header.len() + 1) % 64 != 0 {
+    while !(10 + header.len() + 1).is_multiple_of(64) {
         header.push(' ');
     }
     header.push('\n');

@@ -113,14 +113,14 @@ fn valid_fits() -> Vec<u8> {
         card(k, v);
     }
     h.push_str(&format!("{:<80}", "END"));
-    while h.len() % 2880 != 0 {
+    while !h.len().is_multiple_of(2880) {
         h.push(' ');
     }
     let mut b = h.into_bytes();
     for i in 0..256 {
         b.extend((i as f32).to_be_bytes());
     }
-    while b.len() % 2880 != 0 {
+    while !b.len().is_multiple_of(2880) {
         b.push(0);
     }
     b

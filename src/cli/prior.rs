@@ -325,7 +325,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
                     let s = sigma_max_from_data(&imgs, 1000);
                     // One image, or identical (e.g. all-zero) images, have no spread to set
                     // the largest noise level from.
-                    if !(s > a.sigma_min) {
+                    if s.is_nan() || s <= a.sigma_min {
                         bail!(
                             "{}: the largest distance between two training images is {s} \
                              ({} images): need at least two different images, or give \
