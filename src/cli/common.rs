@@ -197,7 +197,8 @@ pub fn parse_angle(s: &str) -> anyhow::Result<f64> {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct SelectionArgs {
-    /// Field to image: its id (row of the FIELD table) or its NAME. Default: field 0.
+    /// Field to image: its id (row of the FIELD table) or its NAME. Default: field 0, or the
+    /// first field holding data when field 0 holds none.
     #[arg(long)]
     pub field: Option<String>,
     /// Spectral windows, comma-separated ids (default: all).

@@ -122,7 +122,7 @@ pub struct ImageArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output prefix. Default: the MS name.
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::output_name)]
     pub name: Option<String>,
     #[command(flatten)]
     pub selection: SelectionArgs,

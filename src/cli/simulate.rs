@@ -38,7 +38,8 @@ pub struct SimulateArgs {
     /// Seed of the noise: the same seed gives the same data.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Field whose phase centre the truth is placed at: its id or NAME. Default: field 0.
+    /// Field whose phase centre the truth is placed at: its id or NAME. Default: field 0, or
+    /// the first field holding data when field 0 holds none.
     #[arg(long)]
     pub field: Option<String>,
     /// Spectral windows to simulate, comma-separated ids (default: all).
