@@ -389,8 +389,16 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         &[("mean", &mean), ("std", &std), ("samples", &phys)],
         args.allow_poor_fit,
     )?;
-    let files = ["samples", "mean", "std", "dirty", "psf"].map(|s| format!("{s}.fits"));
-    super::common::check_outputs(&name, &files.each_ref().map(|s| s.as_str()), &inputs)?;
+    let files = [
+        "samples.fits",
+        "mean.fits",
+        "std.fits",
+        "dirty.fits",
+        "psf.fits",
+        "summary.json",
+        "report.html",
+    ];
+    super::common::check_outputs(&name, &files, &inputs)?;
     let p = |s: &str| output_path(&name, s, &inputs);
     write_cube(
         &p("samples")?,
