@@ -590,6 +590,13 @@ fn bad_options_and_data_fail_cleanly() {
             Expect::Fail,
             &["resolution", "--scale"],
         ),
+        case(
+            "dirty --scale 1e-30asec",
+            w,
+            &["dirty", &ms, "--scale", "1e-30asec", "--name", &out],
+            Expect::Fail,
+            &["resolution", "--scale"],
+        ),
         // Broken Measurement Sets.
         case(
             "ANTENNA1 = 999",
@@ -960,4 +967,39 @@ fn diverging_clean_stops_with_a_warning() {
     assert!(flux.is_finite() && flux.abs() < 1e3, "model flux {flux} Jy");
     let restored = interf_image::io::read_image(&tmp.path().join("c279-image.fits")).unwrap();
     assert!(restored.data.iter().all(|v| v.is_finite() && v.abs() < 1e4));
+}
+
+/// The row order of lens images is explicit: autolens files (PIXSCAX) are top row first, FITS
+/// files bottom row first, and `--rows` says which whatever the header. The same pixels
+/// without PIXSCAX, read with `--rows top-down`, give exactly what the autolens file gives.
+#[test]
+fn lens_row_order_is_explicit() {
+    use interf_image::cli::lens::{read_imaging_rows, RowsArg};
+    let dir = root().join("../shared/data/lensing/dataset_imaging_hst");
+    let (data, noise) = (dir.join("data.fits"), dir.join("noise_map.fits"));
+    let auto = read_imaging_rows(&data, &noise, None, None, RowsArg::Auto).unwrap();
+    let top = read_imaging_rows(&data, &noise, None, None, RowsArg::TopDown).unwrap();
+    let fits = read_imaging_rows(&data, &noise, None, None, RowsArg::Fits).unwrap();
+    assert_eq!(auto.data, top.data, "PIXSCAX means top row first");
+    let (ny, nx) = (fits.grid.ny, fits.grid.nx);
+    for y in [0, ny / 3, ny - 1] {
+        assert_eq!(
+            fits.data[y * nx..(y + 1) * nx],
+            top.data[(ny - 1 - y) * nx..(ny - y) * nx]
+        );
+    }
+    // The same pixels in a file without PIXSCAX.
+    let tmp = tempfile::tempdir().unwrap();
+    let strip = |src: &Path, dst: &Path| {
+        let img = interf_image::io::read_image(src).unwrap();
+        let (ny, nx, v) = img.plane();
+        let v: Vec<f32> = v.iter().map(|&x| x as f32).collect();
+        write_fits(dst, &[nx, ny], &v, &[]);
+    };
+    let (d2, n2) = (tmp.path().join("d.fits"), tmp.path().join("n.fits"));
+    strip(&data, &d2);
+    strip(&noise, &n2);
+    let plain = read_imaging_rows(&d2, &n2, None, Some(0.05), RowsArg::TopDown).unwrap();
+    assert_eq!(plain.data, auto.data);
+    assert_eq!(plain.grid.pixel_scale, auto.grid.pixel_scale);
 }

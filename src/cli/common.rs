@@ -321,6 +321,83 @@ mod tests {
             "2010-04-26T01:01:01.500"
         );
     }
+
+    fn chunk(uvw: [f64; 3], freq: f64) -> VisChunk {
+        VisChunk {
+            uvw: vec![uvw; 2],
+            antenna1: vec![0, 0],
+            antenna2: vec![1, 2],
+            time: vec![0.0; 2],
+            freq: vec![freq],
+            vis: vec![Default::default(); 2],
+            weight: vec![1.0; 2],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn data_without_a_baseline_is_refused_with_its_cause() {
+        let p = Path::new("x.ms");
+        assert_eq!(count_usable(&[chunk([10.0, 5.0, 0.0], 1e9)], p).unwrap(), 2);
+        let e = count_usable(&[chunk([0.0, 0.0, 3.0], 1e9)], p).unwrap_err();
+        assert!(format!("{e}").contains("UVW is zero"), "{e}");
+        let e = count_usable(&[chunk([10.0, 5.0, 0.0], 0.0)], p).unwrap_err();
+        assert!(format!("{e}").contains("frequency 0 Hz"), "{e}");
+        assert!(format!("{e}").contains("x.ms"), "{e}");
+    }
+
+    #[test]
+    fn angles_in_the_unit_that_fits() {
+        let asec = (1.0f64 / 3600.0).to_radians();
+        assert_eq!(format_angle(0.05549e-3 * asec), "55.49 µas");
+        assert_eq!(format_angle(0.3e-3 * asec), "300.0 µas");
+        assert_eq!(format_angle(20e-3 * asec), "20.00 mas");
+        assert_eq!(format_angle(0.5 * asec), "500.0 mas");
+        assert_eq!(format_angle(2.052 * asec), "2.052″");
+        assert_eq!(format_angle(108.7 * asec), "1.812′");
+        assert_eq!(format_angle(2.0f64.to_radians()), "2.000°");
+    }
+
+    #[test]
+    fn the_fit_gate() {
+        let fine = [0.5f32, 1.0];
+        assert!(check_fit(1.1, 3.0, &[("mean", &fine)], false).is_ok());
+        let e = check_fit(3e14, 1e9, &[("mean", &fine)], false).unwrap_err();
+        assert!(format!("{e}").contains("--steps"), "{e}");
+        assert!(check_fit(3e14, 1e9, &[("mean", &fine)], true).is_ok());
+        assert!(check_fit(f64::NAN, 1.0, &[("mean", &fine)], false).is_err());
+        // NaN in a product is an error even with --allow-poor-fit.
+        let e = check_fit(1.0, 1.0, &[("std", &[1.0, f32::NAN])], true).unwrap_err();
+        assert!(format!("{e}").contains("std"), "{e}");
+    }
+
+    #[test]
+    fn option_parsers() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert!(at_least_one("0").is_err());
+        assert!(at_least_one("-3").is_err());
+        assert!(padding("1e6").is_err());
+        assert!(padding("0.5").is_err());
+        assert_eq!(padding("1.2"), Ok(1.2));
+        assert!(rank_filter_level("-3").is_err());
+        assert!(rank_filter_level("0.5").is_err());
+        assert_eq!(rank_filter_level("0"), Ok(0.0));
+        assert_eq!(memory_size("64GB"), Ok(64_000_000_000));
+        assert_eq!(memory_size("2GiB"), Ok(2 << 30));
+        assert_eq!(memory_size("500mb"), Ok(500_000_000));
+        assert!(memory_size("lots").is_err());
+        assert!(output_name("").is_err());
+        assert!(check_memory(1e18, "x", Some(1 << 30)).is_err());
+        assert!(check_memory(1e6, "x", Some(1 << 30)).is_ok());
+    }
+
+    #[test]
+    fn field_of_view_below_the_resolution() {
+        let asec = (1.0f64 / 3600.0).to_radians();
+        let longest = 1.0 / (2.0 * asec);
+        assert!(check_field_of_view(128, 128, 0.3e-3 * asec, longest).is_err());
+        assert!(check_field_of_view(512, 512, 0.5 * asec, longest).is_ok());
+    }
 }
 
 /// Gridding and weighting options shared by `dirty` and `clean`, as WSClean spells them.
