@@ -137,7 +137,9 @@ fn run_train(a: NoiseTrainArgs) -> anyhow::Result<()> {
         checkpoint_every: a.checkpoint_every,
         ..Default::default()
     };
-    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)?;
+    let created = !a.out.exists();
+    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)
+        .inspect_err(|_| super::prior::remove_if_no_checkpoint(&a.out, created))?;
     eprintln!(
         "trained {} steps in {:.0} s, final loss {:.4}; noise model in {}",
         s.steps,

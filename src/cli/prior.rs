@@ -371,7 +371,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             net_cfg
         );
     }
-    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)?;
+    let created = !a.out.exists();
+    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)
+        .inspect_err(|_| remove_if_no_checkpoint(&a.out, created))?;
     eprintln!(
         "trained {} steps in {:.0} s, final loss {:.4}; checkpoint in {}",
         s.steps,
@@ -380,6 +382,15 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         s.out_dir.display()
     );
     Ok(())
+}
+
+/// After a failed training run: removes the folder it created when no checkpoint reached it
+/// (only its loss.csv), so that a failure leaves nothing half-written; a folder that existed
+/// before, or that holds weights, is left alone (hours of training are not thrown away).
+pub(crate) fn remove_if_no_checkpoint(out: &Path, created: bool) {
+    if created && !out.join(crate::prior::checkpoint::WEIGHTS_FILE).exists() {
+        let _ = std::fs::remove_dir_all(out);
+    }
 }
 
 fn load_prior(spec: &str, dev: &Device) -> anyhow::Result<ScoreModel> {
