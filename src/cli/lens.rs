@@ -119,7 +119,8 @@ fn plane(
     path: &Path,
     what: &str,
 ) -> anyhow::Result<(usize, usize, Vec<f64>, crate::io::FitsImage)> {
-    let img = read_image(path).with_context(|| format!("reading {}", path.display()))?;
+    // FitsError names the file; the option says which input it was.
+    let img = read_image(path).with_context(|| what.to_string())?;
     let (ny, nx, v) = super::common::single_plane(&img, what)?;
     Ok((ny, nx, v, img))
 }

@@ -194,8 +194,8 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     };
     let side = model.image_size();
     let selection = args.selection.to_selection()?;
-    let ms = MeasurementSet::open(&args.like)
-        .with_context(|| format!("opening the Measurement Set {}", args.like.display()))?;
+    // MsError names the path already.
+    let ms = MeasurementSet::open(&args.like)?;
     let info = ms.info().clone();
     let field_id = ms.resolve_field(&selection)?;
     let chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);
