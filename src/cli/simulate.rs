@@ -286,7 +286,6 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("simulating {}", args.out.display()))?;
     bar.finish_and_clear();
 
-    let asec = |rad: f64| rad.to_degrees() * 3600.0;
     println!("{}", args.out.display());
     println!(
         "  like {} (field {field_id} '{}', phase centre {ra0:.6}° {dec0:.6}° J2000)",
@@ -294,11 +293,11 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         fld.name
     );
     println!(
-        "  truth {}: {}×{} pixels of {:.4}″, total flux {:.6} Jy, peak {:.6} Jy/pixel",
+        "  truth {}: {}×{} pixels of {}, total flux {:.6} Jy, peak {:.6} Jy/pixel",
         args.image.display(),
         g.nx,
         g.ny,
-        asec(g.dx),
+        super::common::format_angle(g.dx),
         truth.flux,
         truth.peak
     );

@@ -425,8 +425,8 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         (
             "Observation".into(),
             format!(
-                "{n_usable} visibilities, σ = {} Jy per component, {side}×{side} pixels of {asec:.3}″, {} Jy/pixel at prior value 1",
-                args.noise, args.flux_scale
+                "{n_usable} visibilities, σ = {} Jy per component, {side}×{side} pixels of {}, {} Jy/pixel at prior value 1",
+                args.noise, super::common::format_angle(scale), args.flux_scale
             ),
         ),
         (
