@@ -25,6 +25,6 @@ mod types;
 mod writer;
 
 pub use error::MsError;
-pub use reader::{MeasurementSet, DEFAULT_CHUNK_ROWS};
+pub use reader::{ChunkIter, MeasurementSet, DEFAULT_CHUNK_ROWS};
 pub use types::*;
 pub use writer::{create_like, simulate_like, MsWriter, StokesModel, VisChunkMeta, WriteStats};

@@ -65,9 +65,15 @@ impl MeasurementSet {
         &self.info.path
     }
 
-    /// The FIELD row a selection means: its id, its name (exact, then ignoring case), or 0.
+    /// The FIELD row a selection means: its id, its name (exact, then ignoring case), or by
+    /// default field 0, or the first field holding rows when field 0 holds none.
     pub fn resolve_field(&self, sel: &Selection) -> Result<usize, MsError> {
-        resolve_field(&self.info, sel)
+        resolve_field_with_rows(&self.info, &self.main, sel)
+    }
+
+    /// Rows of the main table per FIELD row (FIELD_IDs out of range are not counted).
+    pub fn rows_per_field(&self) -> Result<Vec<usize>, MsError> {
+        rows_per_field(&self.info, &self.main)
     }
 
     fn plan(&self, sel: &Selection) -> Result<Plan, MsError> {
@@ -77,10 +83,11 @@ impl MeasurementSet {
     /// Streams the selection as Stokes I chunks: the main table is read `chunk_rows` rows at a
     /// time, and each block yields one [`VisChunk`] per spectral window it contains, in row
     /// order. Memory stays bounded by the block size, whatever the size of the MS.
-    pub fn chunks(
-        &self,
-        sel: &Selection,
-    ) -> Result<impl Iterator<Item = Result<VisChunk, MsError>> + '_, MsError> {
+    ///
+    /// Autocorrelations (ANTENNA1 = ANTENNA2) are skipped, as WSClean and CASA never image
+    /// them: they measure the total power, not a fringe; [`ChunkIter::autocorrelations`]
+    /// counts them.
+    pub fn chunks(&self, sel: &Selection) -> Result<ChunkIter<'_>, MsError> {
         self.chunk_iter(sel)
     }
 
@@ -94,6 +101,7 @@ impl MeasurementSet {
             failed: false,
             stokes: BTreeMap::new(),
             fields_seen: Default::default(),
+            autocorrelations: 0,
         })
     }
 
@@ -113,6 +121,7 @@ impl MeasurementSet {
             stats.dropped += chunk.weight.len() - used;
             chunks.push(chunk);
         }
+        stats.autocorrelations = iter.autocorrelations;
         let field: FieldInfo = self.info.fields[field_id].clone();
         let spws = match &sel.spws {
             None => "all".to_string(),
@@ -184,10 +193,42 @@ pub(crate) fn resolve_field(info: &MsInfo, sel: &Selection) -> Result<usize, MsE
     }
 }
 
+/// Rows of the main table per FIELD row.
+pub(crate) fn rows_per_field(info: &MsInfo, main: &Table) -> Result<Vec<usize>, MsError> {
+    let ids: Vec<i32> = main.read_scalar_all("FIELD_ID")?;
+    let mut n = vec![0usize; info.fields.len()];
+    for f in ids {
+        if let Some(c) = usize::try_from(f).ok().and_then(|f| n.get_mut(f)) {
+            *c += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// [`resolve_field`], except that the default moves from field 0 to the first field holding
+/// rows when field 0 holds none (an ALMA MS often keeps its target in field 2, its
+/// calibrators split off): the default should image the data, not fail.
+pub(crate) fn resolve_field_with_rows(
+    info: &MsInfo,
+    main: &Table,
+    sel: &Selection,
+) -> Result<usize, MsError> {
+    let id = resolve_field(info, sel)?;
+    if sel.field.is_none() {
+        let rows = rows_per_field(info, main)?;
+        if rows.get(id) == Some(&0) {
+            if let Some(first) = rows.iter().position(|&n| n > 0) {
+                return Ok(first);
+            }
+        }
+    }
+    Ok(id)
+}
+
 /// Checks a selection against the metadata of `main` and builds the reading plan.
 pub(crate) fn make_plan(info: &MsInfo, main: &Table, sel: &Selection) -> Result<Plan, MsError> {
     let path = &info.path;
-    let field = resolve_field(info, sel)?;
+    let field = resolve_field_with_rows(info, main, sel)?;
     let col = sel.column.column_name();
     if !main.has_column(col) {
         let present: Vec<&str> = [
@@ -277,7 +318,8 @@ pub(crate) struct Plan {
     pub has_flag_row: bool,
 }
 
-struct ChunkIter<'a> {
+/// The chunks of a selection, in row order (see [`MeasurementSet::chunks`]).
+pub struct ChunkIter<'a> {
     ms: &'a MeasurementSet,
     plan: Plan,
     next_row: usize,
@@ -286,6 +328,15 @@ struct ChunkIter<'a> {
     stokes: BTreeMap<usize, StokesPlan>,
     /// FIELD_IDs met so far, for the message when nothing was selected.
     fields_seen: std::collections::BTreeSet<usize>,
+    /// Rows of the selection skipped as autocorrelations so far.
+    autocorrelations: usize,
+}
+
+impl ChunkIter<'_> {
+    /// Rows of the selection skipped so far because ANTENNA1 = ANTENNA2.
+    pub fn autocorrelations(&self) -> usize {
+        self.autocorrelations
+    }
 }
 
 /// Reusable buffers, so that a block's columns are read without reallocating.
@@ -319,8 +370,13 @@ impl ChunkIter<'_> {
             len: n as u64,
         };
         let (mut field_id, mut ddid) = (Vec::<i32>::new(), Vec::<i32>::new());
+        let (mut a1, mut a2) = (Vec::<i32>::new(), Vec::<i32>::new());
         main.read_scalar("FIELD_ID", range, &mut field_id)?;
         main.read_scalar("DATA_DESC_ID", range, &mut ddid)?;
+        main.read_scalar("ANTENNA1", range, &mut a1)?;
+        main.read_scalar("ANTENNA2", range, &mut a2)?;
+        // An MS without an ANTENNA table (some simulations) cannot be checked.
+        let n_ant = info.antennas.len();
         let mut groups: BTreeMap<usize, Vec<u64>> = BTreeMap::new();
         for i in 0..n {
             let row = start + i;
@@ -331,8 +387,17 @@ impl ChunkIter<'_> {
             if d < 0 || d as usize >= info.data_descs.len() {
                 return Err(self.bad_index(row, "DATA_DESC_ID", d, info.data_descs.len()));
             }
+            for (what, a) in [("ANTENNA1", a1[i]), ("ANTENNA2", a2[i])] {
+                if a < 0 || (n_ant > 0 && a as usize >= n_ant) {
+                    return Err(self.bad_index(row, what, a, n_ant));
+                }
+            }
             self.fields_seen.insert(f as usize);
             if f as usize == self.plan.field && self.plan.dd_selected[d as usize] {
+                if a1[i] == a2[i] {
+                    self.autocorrelations += 1;
+                    continue;
+                }
                 groups.entry(d as usize).or_default().push(row as u64);
             }
         }

@@ -26,8 +26,8 @@ pub enum FieldSelector {
     Name(String),
 }
 
-/// What to read. `Default` is: the first field (id 0), every spectral window, every channel,
-/// the DATA column.
+/// What to read. `Default` is: the first field (id 0, or the first holding rows when field 0
+/// holds none), every spectral window, every channel, the DATA column.
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
     pub field: Option<FieldSelector>,
@@ -149,6 +149,8 @@ pub struct ReadStats {
     pub used: usize,
     /// Samples dropped as flagged, zero-weight or non-finite.
     pub dropped: usize,
+    /// Rows of the selection skipped as autocorrelations (ANTENNA1 = ANTENNA2).
+    pub autocorrelations: usize,
 }
 
 /// Everything read for one selection.

@@ -326,6 +326,75 @@ impl MsWriter {
         Ok(groups)
     }
 
+    /// Turns `rows` of the copy into unflagged autocorrelations (ANTENNA2 = ANTENNA1, UVW 0,
+    /// every correlation and channel of DATA = `value`), as a total-power measurement is
+    /// stored: for tests that readers leave such rows out.
+    #[doc(hidden)]
+    pub fn make_autocorrelations(
+        &mut self,
+        rows: &[u64],
+        value: Complex<f32>,
+    ) -> Result<(), MsError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let sel = Rows::List(rows);
+        let mut a1 = Vec::<i32>::new();
+        self.main.read_scalar("ANTENNA1", sel, &mut a1)?;
+        self.main.write_scalar("ANTENNA2", sel, &a1)?;
+        self.main
+            .write_array("UVW", sel, &[3], &vec![0.0f64; 3 * rows.len()])?;
+        let first = rows[0] as usize;
+        let shape = self
+            .main
+            .cell_shape("DATA", first)?
+            .ok_or_else(|| MsError::Malformed {
+                path: self.info.path.clone(),
+                what: format!("DATA row {first}: no shape"),
+            })?;
+        let cell: usize = shape.iter().product();
+        self.main
+            .write_array("DATA", sel, &shape, &vec![value; cell * rows.len()])?;
+        self.main
+            .write_array("FLAG", sel, &shape, &vec![0u8; cell * rows.len()])?;
+        if self.main.has_column("FLAG_ROW") {
+            self.main
+                .write_scalar("FLAG_ROW", sel, &vec![0u8; rows.len()])?;
+        }
+        // Usable weights, so that a reader that did not leave the rows out would grid them.
+        let n_corr = shape[0];
+        if self.main.has_column("WEIGHT") {
+            self.main
+                .write_array("WEIGHT", sel, &[n_corr], &vec![1.0f32; n_corr * rows.len()])?;
+        }
+        if self.main.has_column("WEIGHT_SPECTRUM")
+            && self.main.cell_shape("WEIGHT_SPECTRUM", first)?.as_deref() == Some(&shape[..])
+        {
+            self.main.write_array(
+                "WEIGHT_SPECTRUM",
+                sel,
+                &shape,
+                &vec![1.0f32; cell * rows.len()],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sets ANTENNA1 of `rows` to `value` (which need not be a valid antenna): for tests of
+    /// readers' checks of malformed input.
+    #[doc(hidden)]
+    pub fn set_antenna1(&mut self, rows: &[u64], value: i32) -> Result<(), MsError> {
+        self.main
+            .write_scalar("ANTENNA1", Rows::List(rows), &vec![value; rows.len()])
+    }
+
+    /// Sets UVW of `rows` to zero: for tests of data without any baseline.
+    #[doc(hidden)]
+    pub fn zero_uvw(&mut self, rows: &[u64]) -> Result<(), MsError> {
+        self.main
+            .write_array("UVW", Rows::List(rows), &[3], &vec![0.0f64; 3 * rows.len()])
+    }
+
     /// Flushes everything to disk and closes the table; errors that casacore would otherwise
     /// swallow on close show up here.
     pub fn finish(self) -> Result<(), MsError> {

@@ -299,7 +299,27 @@ fn polarization_id_out_of_range() {
 
 #[test]
 fn no_rows_for_the_field() {
+    // Field 0 of the ALMA fixture has no rows (its data are in field 2): asked for explicitly,
+    // an error that says where the data are.
     let p = ms("alma_x5707_1bl.ms");
-    let e = unchanged(&p, read_with(Selection::default()));
+    let e = unchanged(
+        &p,
+        read_with(Selection {
+            field: Some(FieldSelector::Id(0)),
+            ..Default::default()
+        }),
+    );
     assert!(matches!(e, MsError::NoRows { .. }), "{e}");
+    assert!(e.to_string().contains("rows of fields [2]"), "{e}");
+}
+
+#[test]
+fn default_field_is_the_one_with_data() {
+    // By default, field 0 unless it holds no rows; then the first field that does.
+    let ms = MeasurementSet::open(ms("alma_x5707_1bl.ms")).unwrap();
+    assert_eq!(ms.resolve_field(&Selection::default()).unwrap(), 2);
+    assert_eq!(ms.rows_per_field().unwrap(), vec![0, 0, 40]);
+    let v = ms.read(&Selection::default()).unwrap();
+    assert_eq!(v.stats.rows, 40);
+    assert_eq!(v.field.name, "GAMA567624");
 }

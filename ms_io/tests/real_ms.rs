@@ -237,8 +237,15 @@ fn alma_x5707_1bl() {
     assert_eq!(info.observer, "asaintonge");
     assert!(!info.columns.iter().any(|c| c == "WEIGHT_SPECTRUM"));
 
-    // Every row is of field 2: the default field 0 selects nothing, with a message saying so.
-    let err = m.read(&Selection::default()).unwrap_err();
+    // Every row is of field 2: field 0 selects nothing, with a message saying so (the
+    // default moves to field 2, the first holding rows).
+    assert_eq!(m.resolve_field(&Selection::default()).unwrap(), 2);
+    let err = m
+        .read(&Selection {
+            field: Some(FieldSelector::Id(0)),
+            ..Default::default()
+        })
+        .unwrap_err();
     assert!(matches!(err, MsError::NoRows { .. }), "{err}");
     assert!(err.to_string().contains("[2]"), "{err}");
 

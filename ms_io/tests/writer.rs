@@ -255,8 +255,12 @@ fn writer_by_hand_on_a_copy() {
     create_like(&ms("alma_x5707_1bl.ms"), &dst).unwrap();
     let mut w = MsWriter::open(&dst).unwrap();
     let n_chan = w.info().spws[0].chan_freq.len();
-    // Its only rows are of field 2: field 0 (the default) selects nothing.
-    let e = w.write_stokes_i(&Selection::default(), 3, constant(1.0.into(), 0.0));
+    // Its only rows are of field 2: field 0 selects nothing (the default would move to 2).
+    let field0 = Selection {
+        field: Some(ms_io::FieldSelector::Id(0)),
+        ..Default::default()
+    };
+    let e = w.write_stokes_i(&field0, 3, constant(1.0.into(), 0.0));
     assert!(matches!(e, Err(MsError::NoRows { .. })), "{e:?}");
     let sel = Selection {
         field: Some(ms_io::FieldSelector::Id(2)),

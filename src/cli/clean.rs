@@ -9,8 +9,9 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{
-    count_usable, default_name, longest_baseline, output_path, parse_angle, read_with_progress,
-    set_threads, sky_header, GriddingArgs, SelectionArgs,
+    check_field_of_view, check_memory, check_outputs, count_usable, default_name, format_angle,
+    gridding_memory, longest_baseline, output_path, parse_angle, read_with_progress, set_threads,
+    sky_header, GriddingArgs, SelectionArgs,
 };
 use super::image::{merge_by_frequency, NoiseArg};
 use crate::imaging::{
@@ -59,7 +60,7 @@ pub struct CleanArgs {
     pub no_negative: bool,
     /// Output prefix: writes NAME-model.fits, NAME-residual.fits, NAME-image.fits and
     /// NAME-psf.fits. Default: the MS name.
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::output_name)]
     pub name: Option<String>,
     #[command(flatten)]
     pub selection: SelectionArgs,
@@ -84,6 +85,14 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         _ => bail!("--size takes WIDTH [HEIGHT]"),
     };
     let w_mode = args.gridding.w_mode()?;
+    if nx == 0 || ny == 0 {
+        bail!("--size must be at least 1 pixel, got {nx}×{ny}");
+    }
+    check_memory(
+        gridding_memory(nx, ny, args.gridding.padding, 12),
+        &format!("CLEAN of a {nx}×{ny} image"),
+        args.gridding.max_memory,
+    )?;
     if args.niter == 0 {
         bail!("--niter must be at least 1 (use `interf-image dirty` for no CLEAN)");
     }
@@ -116,6 +125,13 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         bail!("--nmiter must be at least 1");
     }
     let selection = args.selection.to_selection()?;
+    // Refused outputs fail before any work, and never leave a sibling half-written.
+    let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
+    check_outputs(
+        &name,
+        &["model.fits", "residual.fits", "image.fits", "psf.fits", "summary.json"],
+        &[&args.vis],
+    )?;
     if !args.vis.exists() {
         bail!("{}: no such Measurement Set", args.vis.display());
     }
@@ -133,6 +149,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         Some(s) => parse_angle(s)?,
         None => 0.25 / longest_baseline(&chunks),
     };
+    check_field_of_view(nx, ny, scale, longest_baseline(&chunks))?;
     let geometry = ImageGeometry::new(nx, ny, scale, scale)?;
     let mut opts = ImagingOptions::new(geometry, weighting);
     args.gridding.apply(w_mode, &mut opts);
@@ -158,6 +175,14 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         other => other?,
     };
     let t_clean = start.elapsed() - t_read;
+    if r.stop == crate::imaging::StopReason::Diverged {
+        eprintln!(
+            "warning: CLEAN diverged (a major cycle raised the residual peak); stopped after {} \
+             iterations with the last sane model: try a lower --mgain or --gain, a higher \
+             --auto-threshold or --threshold, or a larger image",
+            r.iterations
+        );
+    }
     // The model against every visibility with `image`'s noise estimate: the two commands'
     // numbers compare directly.
     let merged = merge_by_frequency(chunks.clone());
@@ -168,7 +193,6 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     let factor = noise.map_or(1.0, |n| n.weight_factor);
     let chi2 = fit::reduced_chi2(&merged, &geometry, &r.model, factor, &opts.nufft)?;
 
-    let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
     let inputs = [args.vis.as_path()];
     let paths = ["model", "residual", "image", "psf"]
         .map(|suffix| output_path(&name, suffix, &inputs))
@@ -198,12 +222,11 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     write(&paths[2], &r.restored, &header)?;
     write(&paths[3], &r.psf, &header)?;
 
-    let asec = |rad: f64| rad.to_degrees() * 3600.0;
     let model_flux: f64 = r.model.iter().map(|&v| v as f64).sum();
     let json = serde_json::json!({
         "measurement_set": args.vis,
         "image_size": [nx, ny],
-        "pixel_arcsec": asec(scale),
+        "pixel_arcsec": scale.to_degrees() * 3600.0,
         "weighting": weighting.describe(),
         "iterations": r.iterations,
         "major_cycles": r.major_cycles,
@@ -222,13 +245,13 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", jp.display()))?;
     println!("{}", args.vis.display());
     println!(
-        "  field {} '{}', {} visibilities gridded, image {}×{} of {:.4}″, {} weighting",
+        "  field {} '{}', {} visibilities gridded, image {}×{} of {}, {} weighting",
         field_id,
         field.name,
         r.stats.gridded,
         nx,
         ny,
-        asec(scale),
+        format_angle(scale),
         weighting.describe()
     );
     println!(
@@ -250,9 +273,9 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         }
     );
     println!(
-        "  beam {:.4}″ × {:.4}″, PA {:.2}°",
-        r.beam.major_deg * 3600.0,
-        r.beam.minor_deg * 3600.0,
+        "  beam {} × {}, PA {:.2}°",
+        format_angle(r.beam.major_deg.to_radians()),
+        format_angle(r.beam.minor_deg.to_radians()),
         r.beam.pa_deg
     );
     println!(

@@ -11,7 +11,9 @@ use crate::io::SkyHeader;
 
 const SPEED_OF_LIGHT: f64 = 299_792_458.0;
 
-/// Reads the selection chunk by chunk behind a progress bar.
+/// Reads the selection chunk by chunk behind a progress bar. Autocorrelations are left out
+/// by the reader (and counted here, on stderr); a selection without any row is an error that
+/// says which fields hold data.
 pub fn read_with_progress(ms: &MeasurementSet, sel: &Selection) -> anyhow::Result<Vec<VisChunk>> {
     let bar = ProgressBar::new(ms.info().n_rows as u64).with_style(
         ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} rows ({elapsed})")
@@ -20,16 +22,59 @@ pub fn read_with_progress(ms: &MeasurementSet, sel: &Selection) -> anyhow::Resul
     );
     bar.set_message("reading");
     let mut chunks = Vec::new();
-    for chunk in ms.chunks(sel)? {
+    let mut iter = ms.chunks(sel)?;
+    for chunk in iter.by_ref() {
         let chunk = chunk?;
         bar.inc(chunk.n_rows() as u64);
         chunks.push(chunk);
     }
     bar.finish_and_clear();
+    let autocorrelations = iter.autocorrelations();
+    if autocorrelations > 0 {
+        eprintln!(
+            "{}: left out {autocorrelations} autocorrelation rows (ANTENNA1 = ANTENNA2), as \
+             WSClean and CASA do",
+            ms.path().display()
+        );
+    }
+    if chunks.iter().all(|c| c.n_rows() == 0) {
+        let field = ms.resolve_field(sel)?;
+        let info = ms.info();
+        let rows = ms.rows_per_field()?;
+        let holding: Vec<String> = rows
+            .iter()
+            .enumerate()
+            .filter(|(_, &n)| n > 0)
+            .map(|(i, n)| format!("{i} '{}' ({n} rows)", info.fields[i].name))
+            .collect();
+        let why = if autocorrelations > 0 {
+            format!(
+                "its {autocorrelations} selected rows are all autocorrelations, which are never \
+                 imaged"
+            )
+        } else if rows.get(field) == Some(&0) {
+            "it has no rows in the main table".to_string()
+        } else {
+            "no row of it falls in the selected spectral windows".to_string()
+        };
+        bail!(
+            "{}: nothing to image in field {field} '{}': {why}; fields holding data: {} \
+             (choose one with --field)",
+            ms.path().display(),
+            info.fields[field].name,
+            if holding.is_empty() {
+                "none".to_string()
+            } else {
+                holding.join(", ")
+            }
+        );
+    }
     Ok(chunks)
 }
 
-/// Usable samples (weight > 0); an error naming the MS when there are none.
+/// Usable samples (weight > 0); an error naming the MS when there are none, or when none of
+/// them has a non-zero uv length (all-zero UVW or zero frequencies: no image can be made, and
+/// the default pixel scale would be infinite).
 pub fn count_usable(chunks: &[VisChunk], vis: &Path) -> anyhow::Result<usize> {
     let n: usize = chunks
         .iter()
@@ -38,6 +83,23 @@ pub fn count_usable(chunks: &[VisChunk], vis: &Path) -> anyhow::Result<usize> {
     if n == 0 {
         bail!(
             "{}: every selected visibility is flagged or has zero weight",
+            vis.display()
+        );
+    }
+    if longest_baseline(chunks) == 0.0 {
+        let freq_zero = chunks
+            .iter()
+            .all(|c| c.freq.iter().all(|&f| f == 0.0 || !f.is_finite()));
+        let uvw_zero = chunks
+            .iter()
+            .all(|c| c.uvw.iter().all(|u| u[0] == 0.0 && u[1] == 0.0));
+        let why = match (freq_zero, uvw_zero) {
+            (true, _) => "the selected channels have frequency 0 Hz (SPECTRAL_WINDOW CHAN_FREQ)",
+            (false, true) => "UVW is zero (u = v = 0) on every selected row",
+            _ => "every usable visibility has u = v = 0",
+        };
+        bail!(
+            "{}: {why}: the data hold no baseline, so no image can be made from them",
             vis.display()
         );
     }
@@ -135,7 +197,8 @@ pub fn parse_angle(s: &str) -> anyhow::Result<f64> {
 
 #[derive(Debug, Clone, Args, Default)]
 pub struct SelectionArgs {
-    /// Field to image: its id (row of the FIELD table) or its NAME. Default: field 0.
+    /// Field to image: its id (row of the FIELD table) or its NAME. Default: field 0, or the
+    /// first field holding data when field 0 holds none.
     #[arg(long)]
     pub field: Option<String>,
     /// Spectral windows, comma-separated ids (default: all).
@@ -172,8 +235,24 @@ impl SelectionArgs {
     }
 }
 
-/// Sets rayon's global thread count once (0 keeps rayon's default: all cores).
+/// Environment variable that lets `--threads` exceed the machine's cores (for benchmarks).
+pub const FORCE_THREADS_ENV: &str = "INTERF_IMAGE_FORCE_THREADS";
+
+/// Sets rayon's global thread count once (0 keeps rayon's default: all cores). More threads
+/// than cores only add switching (2000 threads made a 0.02 s job take a minute), so the count
+/// is capped at the cores, with a warning, unless INTERF_IMAGE_FORCE_THREADS=1.
 pub fn set_threads(n: usize) -> anyhow::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let forced = std::env::var(FORCE_THREADS_ENV).is_ok_and(|v| v == "1");
+    let n = if n > cores && !forced {
+        eprintln!(
+            "warning: --threads {n} is more than the {cores} cores of this machine; using {cores} \
+             (set {FORCE_THREADS_ENV}=1 to force)"
+        );
+        cores
+    } else {
+        n
+    };
     if n > 0 {
         rayon::ThreadPoolBuilder::new()
             .num_threads(n)
@@ -183,20 +262,8 @@ pub fn set_threads(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Output path `NAME-suffix.fits`, refusing to overwrite an input.
-pub fn output_path(
-    name: &str,
-    suffix: &str,
-    inputs: &[&Path],
-) -> anyhow::Result<std::path::PathBuf> {
-    let p = std::path::PathBuf::from(format!("{name}-{suffix}.fits"));
-    for i in inputs {
-        if p.as_path() == *i {
-            bail!("output {} would overwrite an input", p.display());
-        }
-    }
-    Ok(p)
-}
+// The output policy lives in `outputs`; re-exported here, where every command imports from.
+pub use super::outputs::{check_checkpoint_dir, check_output, check_outputs, output_path};
 
 /// MJD seconds (casacore's TIME) to an ISO 8601 date-time, as DATE-OBS wants it.
 pub fn mjd_seconds_to_iso(t: f64) -> String {
@@ -254,6 +321,83 @@ mod tests {
             "2010-04-26T01:01:01.500"
         );
     }
+
+    fn chunk(uvw: [f64; 3], freq: f64) -> VisChunk {
+        VisChunk {
+            uvw: vec![uvw; 2],
+            antenna1: vec![0, 0],
+            antenna2: vec![1, 2],
+            time: vec![0.0; 2],
+            freq: vec![freq],
+            vis: vec![Default::default(); 2],
+            weight: vec![1.0; 2],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn data_without_a_baseline_is_refused_with_its_cause() {
+        let p = Path::new("x.ms");
+        assert_eq!(count_usable(&[chunk([10.0, 5.0, 0.0], 1e9)], p).unwrap(), 2);
+        let e = count_usable(&[chunk([0.0, 0.0, 3.0], 1e9)], p).unwrap_err();
+        assert!(format!("{e}").contains("UVW is zero"), "{e}");
+        let e = count_usable(&[chunk([10.0, 5.0, 0.0], 0.0)], p).unwrap_err();
+        assert!(format!("{e}").contains("frequency 0 Hz"), "{e}");
+        assert!(format!("{e}").contains("x.ms"), "{e}");
+    }
+
+    #[test]
+    fn angles_in_the_unit_that_fits() {
+        let asec = (1.0f64 / 3600.0).to_radians();
+        assert_eq!(format_angle(0.05549e-3 * asec), "55.49 µas");
+        assert_eq!(format_angle(0.3e-3 * asec), "300.0 µas");
+        assert_eq!(format_angle(20e-3 * asec), "20.00 mas");
+        assert_eq!(format_angle(0.5 * asec), "500.0 mas");
+        assert_eq!(format_angle(2.052 * asec), "2.052″");
+        assert_eq!(format_angle(108.7 * asec), "1.812′");
+        assert_eq!(format_angle(2.0f64.to_radians()), "2.000°");
+    }
+
+    #[test]
+    fn the_fit_gate() {
+        let fine = [0.5f32, 1.0];
+        assert!(check_fit(1.1, 3.0, &[("mean", &fine)], false).is_ok());
+        let e = check_fit(3e14, 1e9, &[("mean", &fine)], false).unwrap_err();
+        assert!(format!("{e}").contains("--steps"), "{e}");
+        assert!(check_fit(3e14, 1e9, &[("mean", &fine)], true).is_ok());
+        assert!(check_fit(f64::NAN, 1.0, &[("mean", &fine)], false).is_err());
+        // NaN in a product is an error even with --allow-poor-fit.
+        let e = check_fit(1.0, 1.0, &[("std", &[1.0, f32::NAN])], true).unwrap_err();
+        assert!(format!("{e}").contains("std"), "{e}");
+    }
+
+    #[test]
+    fn option_parsers() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert!(at_least_one("0").is_err());
+        assert!(at_least_one("-3").is_err());
+        assert!(padding("1e6").is_err());
+        assert!(padding("0.5").is_err());
+        assert_eq!(padding("1.2"), Ok(1.2));
+        assert!(rank_filter_level("-3").is_err());
+        assert!(rank_filter_level("0.5").is_err());
+        assert_eq!(rank_filter_level("0"), Ok(0.0));
+        assert_eq!(memory_size("64GB"), Ok(64_000_000_000));
+        assert_eq!(memory_size("2GiB"), Ok(2 << 30));
+        assert_eq!(memory_size("500mb"), Ok(500_000_000));
+        assert!(memory_size("lots").is_err());
+        assert!(output_name("").is_err());
+        assert!(check_memory(1e18, "x", Some(1 << 30)).is_err());
+        assert!(check_memory(1e6, "x", Some(1 << 30)).is_ok());
+    }
+
+    #[test]
+    fn field_of_view_below_the_resolution() {
+        let asec = (1.0f64 / 3600.0).to_radians();
+        let longest = 1.0 / (2.0 * asec);
+        assert!(check_field_of_view(128, 128, 0.3e-3 * asec, longest).is_err());
+        assert!(check_field_of_view(512, 512, 0.5 * asec, longest).is_ok());
+    }
 }
 
 /// Gridding and weighting options shared by `dirty` and `clean`, as WSClean spells them.
@@ -266,15 +410,19 @@ pub struct GriddingArgs {
     #[arg(long, default_value = "auto")]
     pub wgridding: String,
     /// Padding of the weighting grid, as WSClean's -padding.
-    #[arg(long, default_value_t = crate::imaging::weighting::DEFAULT_PADDING)]
+    #[arg(long, default_value_t = crate::imaging::weighting::DEFAULT_PADDING, value_parser = padding)]
     pub padding: f64,
     /// WSClean's weighting rank filter: cap imaging weights at LEVEL × the local mean
     /// (0 turns it off).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, value_parser = rank_filter_level, allow_hyphen_values = true)]
     pub weighting_rank_filter: f64,
     /// Window of the rank filter, in uv cells.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = at_least_one)]
     pub weighting_rank_filter_size: usize,
+    /// Most memory the job may take (e.g. 64GB, 500MB). Default: the memory available now;
+    /// a larger image is refused before anything is allocated.
+    #[arg(long, value_parser = memory_size)]
+    pub max_memory: Option<u64>,
 }
 
 impl GriddingArgs {
@@ -306,4 +454,263 @@ impl GriddingArgs {
             w_mode,
         };
     }
+}
+
+/// Largest reduced χ² of a posterior accepted as a fit: a well-sampled posterior sits near 1;
+/// hundreds mean the sampler did not converge (too few steps) or the model cannot describe
+/// the data (a wrong pixel scale or field of view).
+pub const MAX_REDUCED_CHI2: f64 = 100.0;
+
+/// The sanity gate on a result before it is written: any non-finite value in a product is an
+/// error; a reduced χ² above [`MAX_REDUCED_CHI2`] (or non-finite), or a non-finite total flux,
+/// is a failure with advice unless `allow_poor_fit`, when it is only a warning.
+pub fn check_fit(
+    chi2: f64,
+    flux: f64,
+    products: &[(&str, &[f32])],
+    allow_poor_fit: bool,
+) -> anyhow::Result<()> {
+    for (what, values) in products {
+        if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+            bail!(
+                "the {what} holds a non-finite value ({} at index {i}); nothing written \
+                 (check the prior checkpoint and the data for NaN)",
+                values[i]
+            );
+        }
+    }
+    let poor = if !chi2.is_finite() {
+        Some(format!("the reduced χ² is {chi2}"))
+    } else if chi2 > MAX_REDUCED_CHI2 {
+        Some(format!(
+            "the reduced χ² is {chi2:.4e} (above {MAX_REDUCED_CHI2})"
+        ))
+    } else if !flux.is_finite() {
+        Some(format!("the total flux is {flux}"))
+    } else {
+        None
+    };
+    let Some(why) = poor else {
+        return Ok(());
+    };
+    let advice = "the posterior does not fit the data: try more --steps, another --scale \
+                  (or field of view), or check the noise level";
+    if allow_poor_fit {
+        eprintln!(
+            "warning: {why} (total flux {flux:.4e}): {advice}; written anyway (--allow-poor-fit)"
+        );
+        Ok(())
+    } else {
+        bail!("{why} (total flux {flux:.4e}): {advice}; nothing written (--allow-poor-fit writes it anyway)")
+    }
+}
+
+/// clap value parser of counts that must be at least 1 (batches, steps, samples, …): 0 would
+/// divide by zero, loop forever or panic deep inside.
+pub fn at_least_one(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+/// clap value parser of an output prefix: not empty (`--name ""` would write `-dirty.fits`)
+/// and not a bare folder.
+pub fn output_name(s: &str) -> Result<String, String> {
+    super::outputs::check_name(s).map_err(|e| e.to_string())?;
+    Ok(s.to_string())
+}
+
+/// clap value parser of WSClean's weighting padding: at least 1 (the grid cannot be smaller
+/// than the image) and at most 16 (beyond, the weighting grid alone outgrows any memory).
+pub fn padding(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if !(1.0..=16.0).contains(&v) {
+        return Err(format!("must be in 1 … 16, got {v}"));
+    }
+    Ok(v)
+}
+
+/// clap value parser of the rank-filter level: 0 (off) or at least 1 (a cap below the local
+/// mean would cut every weight).
+pub fn rank_filter_level(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if !(v == 0.0 || (v >= 1.0 && v.is_finite())) {
+        return Err(format!("must be 0 (off) or at least 1, got {v}"));
+    }
+    Ok(v)
+}
+
+/// Bytes of memory the system can still give without swapping (`MemAvailable` of
+/// /proc/meminfo), or `None` where it cannot be read.
+pub fn available_memory() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Bytes in a human unit, for messages.
+pub fn human_bytes(b: f64) -> String {
+    let units = ["B", "KB", "MB", "GB", "TB", "PB"];
+    let mut v = b;
+    let mut u = 0;
+    while v >= 1000.0 && u + 1 < units.len() {
+        v /= 1000.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", units[u])
+}
+
+/// clap value parser of a memory size: bytes, or a number with KB, MB, GB or TB (powers of
+/// 1000; KiB, MiB, GiB, TiB for powers of 1024).
+pub fn memory_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let units: [(&str, f64); 8] = [
+        ("KiB", 1024.0),
+        ("MiB", 1024.0 * 1024.0),
+        ("GiB", 1024.0 * 1024.0 * 1024.0),
+        ("TiB", 1024.0f64.powi(4)),
+        ("KB", 1e3),
+        ("MB", 1e6),
+        ("GB", 1e9),
+        ("TB", 1e12),
+    ];
+    let (num, mult) = units
+        .iter()
+        .find_map(|(u, m)| {
+            t.strip_suffix(u)
+                .or_else(|| t.strip_suffix(&u.to_ascii_lowercase()))
+                .map(|n| (n, *m))
+        })
+        .unwrap_or((t, 1.0));
+    let v: f64 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a memory size such as 64GB or 500MB"))?;
+    if !(v.is_finite() && v > 0.0) {
+        return Err(format!("'{s}' must be positive"));
+    }
+    Ok((v * mult) as u64)
+}
+
+/// Refuses a job whose largest buffers (`bytes`, an estimate made before anything is
+/// allocated) exceed the memory available (or `max_memory` when given): an allocation that
+/// fails aborts the process with no message that helps.
+pub fn check_memory(bytes: f64, what: &str, max_memory: Option<u64>) -> anyhow::Result<()> {
+    let (limit, whence) = match max_memory {
+        Some(m) => (Some(m), "--max-memory"),
+        None => (available_memory(), "available memory (MemAvailable)"),
+    };
+    if let Some(limit) = limit {
+        if bytes > limit as f64 {
+            bail!(
+                "{what} needs about {} of memory, more than the {} of {whence}: make the image \
+                 smaller, or give --max-memory to allow more",
+                human_bytes(bytes),
+                human_bytes(limit as f64)
+            );
+        }
+    }
+    if bytes > 1e9 {
+        eprintln!("{what}: about {} of memory", human_bytes(bytes));
+    }
+    Ok(())
+}
+
+/// Estimate of the largest buffers of gridding an `nx × ny` image (dirty and PSF, or CLEAN):
+/// two uv grids of complex f64 at twice the image size (the NUFFT's oversampling), a handful
+/// of f64 and f32 images, and the weighting grid (padding² × the image, f64).
+pub fn gridding_memory(nx: usize, ny: usize, padding: f64, images: usize) -> f64 {
+    let px = nx as f64 * ny as f64;
+    px * (2.0 * 4.0 * 16.0 + images as f64 * 8.0 + 8.0 * padding * padding)
+}
+
+/// An angle (radians) in the unit that suits it: µas, mas, ″, ′ or °, four significant digits
+/// (VLBI pixels of 50 µas printed as "0.000″" said nothing).
+pub fn format_angle(rad: f64) -> String {
+    let deg = rad.to_degrees();
+    let a = deg.abs();
+    let (v, unit) = if !a.is_finite() || a >= 1.0 {
+        (deg, "°")
+    } else if a >= 1.0 / 60.0 {
+        (deg * 60.0, "′")
+    } else if a >= 1.0 / 3600.0 {
+        (deg * 3600.0, "″")
+    } else if a >= 1e-3 / 3600.0 {
+        (deg * 3.6e6, " mas")
+    } else {
+        (deg * 3.6e9, " µas")
+    };
+    format!("{}{unit}", significant(v, 4))
+}
+
+/// `v` with `digits` significant digits, without an exponent.
+fn significant(v: f64, digits: i32) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let mag = v.abs().log10().floor() as i32;
+    let decimals = (digits - 1 - mag).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// Refuses an image smaller than half the resolution of the data (1 / longest baseline):
+/// every pixel would then see nearly the same value (a constant image), and CLEAN's beam
+/// would be wider than the image.
+pub fn check_field_of_view(nx: usize, ny: usize, scale: f64, longest: f64) -> anyhow::Result<()> {
+    let fov = scale * nx.max(ny) as f64;
+    let resolution = 1.0 / longest;
+    if fov < 0.5 * resolution {
+        bail!(
+            "the image spans {} ({}×{} pixels of {}), less than half the resolution of the \
+             data ({}, 1/longest baseline): every pixel would hold the same value; use a \
+             larger --scale or --size",
+            format_angle(fov),
+            nx,
+            ny,
+            format_angle(scale),
+            format_angle(resolution)
+        );
+    }
+    Ok(())
+}
+
+/// The one 2-D plane of a FITS image: refuses a 1-D array (a spectrum is not an image) and a
+/// cube with more than one plane (which plane was meant cannot be guessed); degenerate axes
+/// of length 1 (WSClean's FREQ and STOKES) are fine.
+pub fn single_plane(
+    img: &crate::io::FitsImage,
+    what: &str,
+) -> anyhow::Result<(usize, usize, Vec<f64>)> {
+    let shape = &img.shape;
+    let path = img.path.display();
+    if shape.len() < 2 {
+        bail!(
+            "{what} {path}: a {}-D array of shape {shape:?}, not a 2-D image",
+            shape.len()
+        );
+    }
+    let planes: usize = shape[..shape.len() - 2].iter().product();
+    if planes > 1 {
+        bail!(
+            "{what} {path}: a cube of {planes} planes (shape {shape:?}); give a single 2-D image \
+             (extract the plane you mean)"
+        );
+    }
+    let (ny, nx, data) = img.plane();
+    if ny == 0 || nx == 0 {
+        bail!("{what} {path}: the image is empty ({ny}×{nx} pixels)");
+    }
+    Ok((ny, nx, data))
 }

@@ -16,7 +16,7 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::common::{output_path, set_threads};
+use super::common::{check_outputs, output_path, set_threads};
 use super::image::MethodArg;
 use super::prior::{device, DeviceArg};
 use crate::io::{read_image, write_cube, write_image, CubeAxis, FitsImage, HeaderValue, SkyHeader};
@@ -54,10 +54,10 @@ pub struct DenoiseArgs {
     /// Sum BIN×BIN blocks of the image (and of the PSF, its centre kept in the middle of a
     /// block) before anything else: a wider field for the prior's fixed grid (with BIN 4 the
     /// 64² model spans 256 input pixels), at a coarser pixel. σ is estimated after binning.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::common::at_least_one)]
     pub bin: usize,
     /// Model pixels per observed pixel (the model grid is the prior's size).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::common::at_least_one)]
     pub upsample: usize,
     #[arg(long, value_enum, default_value_t = PsfSampling::Observed)]
     pub psf_sampling: PsfSampling,
@@ -85,13 +85,13 @@ pub struct DenoiseArgs {
     #[arg(long)]
     pub noise_model: Option<PathBuf>,
     /// Posterior samples to draw.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub samples: usize,
     /// Reverse-diffusion steps.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = super::common::at_least_one)]
     pub steps: usize,
     /// Chains per network batch.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub batch: usize,
     #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
     pub method: MethodArg,
@@ -101,7 +101,7 @@ pub struct DenoiseArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output prefix: NAME-mean.fits, NAME-report.html, ...
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::output_name)]
     pub name: String,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
@@ -326,10 +326,7 @@ fn read_plane(path: &Path, what: &str) -> anyhow::Result<(FitsImage, usize, usiz
         bail!("{what} {}: no such file", path.display());
     }
     let img = read_image(path).with_context(|| format!("reading the {what} {}", path.display()))?;
-    let (ny, nx, data) = img.plane();
-    if ny == 0 || nx == 0 {
-        bail!("{what} {}: the image is empty", path.display());
-    }
+    let (ny, nx, data) = super::common::single_plane(&img, what)?;
     Ok((img, ny, nx, data))
 }
 
@@ -344,6 +341,31 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
     if f == 0 {
         bail!("--upsample must be at least 1");
     }
+
+    // Refused outputs fail before any work, and never leave a sibling half-written.
+    let inputs: Vec<&Path> = [
+        Some(args.image.as_path()),
+        Some(args.psf.as_path()),
+        args.prior.as_deref(),
+        args.noise_model.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    check_outputs(
+        &args.name,
+        &[
+            "samples.fits",
+            "mean.fits",
+            "std.fits",
+            "data.fits",
+            "prediction.fits",
+            "residual.fits",
+            "residual-sigma.fits",
+            "report.html",
+        ],
+        &inputs,
+    )?;
 
     // Inputs first, so that bad files fail before the prior loads.
     let (img, ny0, nx0, pix0) = read_plane(&args.image, "image")?;
@@ -736,7 +758,6 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
     let mut rh = dh.clone();
     rh.bunit = "SIGMA".into();
 
-    let inputs = [args.image.as_path(), args.psf.as_path()];
     let name = &args.name;
     let p = |s: &str| output_path(name, s, &inputs);
     write_cube(

@@ -8,8 +8,9 @@ use clap::Args;
 use indicatif::ProgressBar;
 
 use super::common::{
-    count_usable, default_name, freq_range, longest_baseline, output_path, parse_angle,
-    read_with_progress, set_threads, sky_header, GriddingArgs, SelectionArgs,
+    check_field_of_view, check_memory, check_outputs, count_usable, default_name, format_angle,
+    freq_range, gridding_memory, longest_baseline, output_path, parse_angle, read_with_progress,
+    set_threads, sky_header, GriddingArgs, SelectionArgs,
 };
 use crate::imaging::{make_dirty_and_psf, ImagingOptions, Weighting};
 use crate::io::{write_image, HeaderValue};
@@ -31,7 +32,7 @@ pub struct DirtyArgs {
     #[arg(long, num_args = 1..=2, default_values = ["briggs", "0"], allow_negative_numbers = true)]
     pub weight: Vec<String>,
     /// Output prefix: writes NAME-dirty.fits and NAME-psf.fits. Default: the MS name.
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::output_name)]
     pub name: Option<String>,
     #[command(flatten)]
     pub selection: SelectionArgs,
@@ -52,7 +53,18 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
         _ => bail!("--size takes WIDTH [HEIGHT]"),
     };
     let w_mode = args.gridding.w_mode()?;
+    if nx == 0 || ny == 0 {
+        bail!("--size must be at least 1 pixel, got {nx}×{ny}");
+    }
+    check_memory(
+        gridding_memory(nx, ny, args.gridding.padding, 6),
+        &format!("a {nx}×{ny} dirty image and PSF"),
+        args.gridding.max_memory,
+    )?;
     let selection = args.selection.to_selection()?;
+    // Refused outputs fail before any work, and never leave a sibling half-written.
+    let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
+    check_outputs(&name, &["dirty.fits", "psf.fits"], &[&args.vis])?;
 
     let ms = MeasurementSet::open(&args.vis)?;
     let info = ms.info().clone();
@@ -72,6 +84,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
             0.25 / b
         }
     };
+    check_field_of_view(nx, ny, scale, longest_baseline(&chunks))?;
     let geometry = ImageGeometry::new(nx, ny, scale, scale)?;
     let mut opts = ImagingOptions::new(geometry, weighting);
     args.gridding.apply(w_mode, &mut opts);
@@ -83,7 +96,6 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     let t_grid = start.elapsed() - t_read;
 
     let (fmin, fmax) = freq_range(&chunks);
-    let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
     let mut header = sky_header(&info, field_id, &chunks, scale, "JY/BEAM");
     header.extra = vec![
         ("WEIGHTNG".into(), HeaderValue::Str(weighting.describe())),
@@ -107,7 +119,6 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
         .iter()
         .enumerate()
         .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-    let asec = |rad: f64| rad.to_degrees() * 3600.0;
     println!("{}", args.vis.display());
     println!(
         "  telescope {}, field {} '{}', {} rows, {:.4}–{:.4} GHz",
@@ -126,17 +137,17 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
         s.beyond_grid
     );
     println!(
-        "  uv range {:.0}–{:.0} λ, max |w| {:.0} λ, theoretical beam {:.3}″",
+        "  uv range {:.0}–{:.0} λ, max |w| {:.0} λ, theoretical beam {}",
         s.min_uv,
         s.max_uv,
         s.max_abs_w,
-        asec(s.theoretical_beam)
+        format_angle(s.theoretical_beam)
     );
     println!(
-        "  image {}×{} of {:.4}″, {} weighting, ε = {:.0e}",
+        "  image {}×{} of {}, {} weighting, ε = {:.0e}",
         nx,
         ny,
-        asec(scale),
+        format_angle(scale),
         weighting.describe(),
         args.gridding.epsilon
     );

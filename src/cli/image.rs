@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{
-    count_usable, default_name, longest_baseline, output_path, parse_angle, read_with_progress,
-    set_threads, sky_header, SelectionArgs,
+    count_usable, default_name, format_angle, longest_baseline, output_path, parse_angle,
+    read_with_progress, set_threads, sky_header, SelectionArgs,
 };
 use super::prior::{device, DeviceArg};
 use crate::imaging::{
@@ -25,7 +25,6 @@ use crate::operator::{
     ImageGeometry, Nufft, NufftOptions, Scaled,
 };
 use crate::prior::{default_prior, ScoreModel};
-use crate::report::image_plot::format_angle;
 use crate::report::posterior::{write_report, PosteriorReport};
 use crate::sample::posterior::{sample_posterior, Method, PosteriorOptions};
 use ms_io::{MeasurementSet, VisChunk};
@@ -143,7 +142,7 @@ pub struct ImageArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output prefix. Default: the MS name.
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::output_name)]
     pub name: Option<String>,
     #[command(flatten)]
     pub selection: SelectionArgs,
@@ -155,6 +154,9 @@ pub struct ImageArgs {
     /// Threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Write the results even when the fit is poor (reduced χ² above 100 or not finite).
+    #[arg(long)]
+    pub allow_poor_fit: bool,
 }
 
 impl ImageArgs {
@@ -467,7 +469,28 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         ("FLUXSCL".into(), HeaderValue::F64(flux_scale)),
         ("NOISEFAC".into(), HeaderValue::F64(factor)),
     ];
-    let inputs = [args.vis.as_path()];
+    let inputs: Vec<&std::path::Path> = [Some(args.vis.as_path()), args.prior.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    // Sanity gate and output policy before anything is written, so nothing is half-written.
+    super::common::check_fit(
+        chi2_mean,
+        mean.iter().map(|&v| v as f64).sum(),
+        &[("mean", &mean), ("std", &std), ("samples", &phys)],
+        args.allow_poor_fit,
+    )?;
+    let files = [
+        "samples.fits",
+        "mean.fits",
+        "std.fits",
+        "dirty.fits",
+        "psf.fits",
+        "residual.fits",
+        "summary.json",
+        "report.html",
+    ];
+    super::common::check_outputs(&name, &files, &inputs)?;
     let p = |s: &str| output_path(&name, s, &inputs);
     write_cube(
         &p("samples")?,
@@ -503,7 +526,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     println!(
         "  {} samples of {side}×{side} pixels of {} ({} steps, {:?}), {:.1} s sampling",
         samples.len(),
-        format_angle(asec(scale)),
+        format_angle(scale),
         args.steps,
         opts.method,
         t_sample.as_secs_f64()
@@ -545,8 +568,8 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         for k in compact.iter().take(8) {
             println!(
                 "    ΔRA {} ΔDec {}: {:.4} ± {:.4} Jy",
-                format_angle(k.offset_asec[0]),
-                format_angle(k.offset_asec[1]),
+                format_angle((k.offset_asec[0] / 3600.0).to_radians()),
+                format_angle((k.offset_asec[1] / 3600.0).to_radians()),
                 k.flux_mean,
                 k.flux_std
             );
@@ -573,7 +596,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         ),
         (
             "Image".into(),
-            format!("{side}×{side} pixels of {}", format_angle(asec(scale))),
+            format!("{side}×{side} pixels of {}", format_angle(scale)),
         ),
         (
             "Flux scale".into(),

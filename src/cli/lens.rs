@@ -60,11 +60,18 @@ pub struct LensArgs {
     /// Image pixel, arcsec. Default: the PIXSCAX/CDELT1 of --data; with --uv, 1/(2.5 u_max).
     #[arg(long)]
     pub pixel_scale: Option<f64>,
+    /// Row order of the image files (data, noise, PSF).
+    #[arg(long, value_enum, default_value_t = RowsArg::Auto)]
+    pub rows: RowsArg,
+    /// Most memory the job may take (e.g. 64GB). Default: the memory available now; a larger
+    /// --image-size is refused before anything is allocated.
+    #[arg(long, value_parser = super::common::memory_size)]
+    pub max_memory: Option<u64>,
     /// Image-plane grid side in pixels for --uv (even).
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = 512, value_parser = super::common::at_least_one)]
     pub image_size: usize,
     /// Rays per image pixel side.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, value_parser = super::common::at_least_one)]
     pub supersample: usize,
     /// Which image pixels are fitted: `auto` (those whose rays reach the source grid) or `all`.
     #[arg(long, default_value = "auto")]
@@ -76,11 +83,11 @@ pub struct LensArgs {
     /// Prior checkpoint folder. Default: the built-in 64² prior (MiraBest radio galaxies).
     #[arg(long)]
     pub prior: Option<PathBuf>,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub samples: usize,
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = super::common::at_least_one)]
     pub steps: usize,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub batch: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -96,7 +103,7 @@ pub struct LensArgs {
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
     /// Output prefix: NAME-samples.fits, -mean, -std, -model, -residual, -summary.json, -report.html.
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::output_name)]
     pub name: String,
 }
 
@@ -108,10 +115,25 @@ pub struct ImagingData {
     pub psf: Option<Psf>,
 }
 
-fn plane(path: &Path) -> anyhow::Result<(usize, usize, Vec<f64>, crate::io::FitsImage)> {
-    let img = read_image(path).with_context(|| format!("reading {}", path.display()))?;
-    let (ny, nx, v) = img.plane();
+fn plane(
+    path: &Path,
+    what: &str,
+) -> anyhow::Result<(usize, usize, Vec<f64>, crate::io::FitsImage)> {
+    // FitsError names the file; the option says which input it was.
+    let img = read_image(path).with_context(|| what.to_string())?;
+    let (ny, nx, v) = super::common::single_plane(&img, what)?;
     Ok((ny, nx, v, img))
+}
+
+/// Which way up the rows of the image files are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RowsArg {
+    /// Top row first when the data header has PIXSCAX (autolens), else FITS order.
+    Auto,
+    /// FITS order: the first row is the bottom of the image (as DS9 shows it).
+    Fits,
+    /// The first row is the top of the image (arrays written as numpy holds them).
+    TopDown,
 }
 
 /// Reads data, noise and PSF; the pixel scale from the argument, else from the header.
@@ -121,8 +143,20 @@ pub fn read_imaging(
     psf: Option<&Path>,
     pixel_scale: Option<f64>,
 ) -> anyhow::Result<ImagingData> {
-    let (ny, nx, d, hdr) = plane(data)?;
-    let (ny2, nx2, n, _) = plane(noise)?;
+    read_imaging_rows(data, noise, psf, pixel_scale, RowsArg::Auto)
+}
+
+/// [`read_imaging`] with the row order chosen (`Auto` says on stderr what it chose, since
+/// the same pixels fit differently the other way up).
+pub fn read_imaging_rows(
+    data: &Path,
+    noise: &Path,
+    psf: Option<&Path>,
+    pixel_scale: Option<f64>,
+    rows_arg: RowsArg,
+) -> anyhow::Result<ImagingData> {
+    let (ny, nx, d, hdr) = plane(data, "--data")?;
+    let (ny2, nx2, n, _) = plane(noise, "--noise")?;
     if (ny, nx) != (ny2, nx2) {
         bail!(
             "{} is {ny2}×{nx2} but {} is {ny}×{nx}",
@@ -158,7 +192,21 @@ pub fn read_imaging(
     // autolens (whose headers carry PIXSCAX) writes its arrays as it holds them, top row
     // first; FITS and our images put the first row at the bottom. (Checked on the HST dataset:
     // the true model fits at χ² ≈ 1 only this way round; see tests/lens_truth.rs.)
-    let top_down = hdr.get_f64("PIXSCAX").is_some();
+    let top_down = match rows_arg {
+        RowsArg::Fits => false,
+        RowsArg::TopDown => true,
+        RowsArg::Auto => {
+            let t = hdr.get_f64("PIXSCAX").is_some();
+            if t {
+                eprintln!(
+                    "{}: has PIXSCAX (an autolens file): rows read top row first, as autolens \
+                     writes them (--rows fits to read them in FITS order)",
+                    data.display()
+                );
+            }
+            t
+        }
+    };
     let rows = |v: &[f64], ny: usize, nx: usize| -> Vec<f32> {
         (0..ny * nx)
             .map(|i| {
@@ -171,7 +219,13 @@ pub fn read_imaging(
     let psf = match psf {
         None => None,
         Some(p) => {
-            let (ky, kx, k, _) = plane(p)?;
+            let (ky, kx, k, _) = plane(p, "--psf")?;
+            if k.iter().all(|&v| v == 0.0) {
+                bail!(
+                    "--psf {}: every pixel is zero; a PSF needs a positive sum",
+                    p.display()
+                );
+            }
             Some(Psf::new(ky, kx, rows(&k, ky, kx)).with_context(|| format!("{}", p.display()))?)
         }
     };
@@ -291,7 +345,7 @@ pub struct VisData {
 }
 
 fn pairs(path: &Path) -> anyhow::Result<Vec<f64>> {
-    let (ny, nx, v, _) = plane(path)?;
+    let (ny, nx, v, _) = plane(path, "table")?;
     if nx != 2 {
         bail!("{}: expected N × 2 values, got {ny} × {nx}", path.display());
     }
@@ -541,6 +595,31 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
     if args.mask != "auto" && args.mask != "all" {
         bail!("--mask must be auto or all, got {:?}", args.mask);
     }
+    // Refused outputs fail before any work, and never leave a sibling half-written.
+    let inputs: Vec<&Path> = [
+        Some(args.data.as_path()),
+        Some(args.noise.as_path()),
+        Some(args.lens.as_path()),
+        args.psf.as_deref(),
+        args.uv.as_deref(),
+        args.prior.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    super::common::check_outputs(
+        &args.name,
+        &[
+            "samples.fits",
+            "mean.fits",
+            "std.fits",
+            "model.fits",
+            "residual.fits",
+            "summary.json",
+            "report.html",
+        ],
+        &inputs,
+    )?;
     let sys = read_lens_file(&args.lens)?;
     let dev = device(args.device)?;
     let model = match &args.prior {
@@ -555,16 +634,6 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
         );
     }
     let centre = args.source_centre.as_deref().map(parse_pair).transpose()?;
-    let inputs: Vec<&Path> = [
-        Some(args.data.as_path()),
-        Some(args.noise.as_path()),
-        Some(args.lens.as_path()),
-        args.psf.as_deref(),
-        args.uv.as_deref(),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
     let out = |suffix: &str| super::common::output_path(&args.name, suffix, &inputs);
     let paths = [
         out("samples")?,
@@ -807,11 +876,12 @@ fn fit_imaging(
     centre: Option<[f64; 2]>,
     opts: &PosteriorOptions,
 ) -> anyhow::Result<Fit> {
-    let im = read_imaging(
+    let im = read_imaging_rows(
         &args.data,
         &args.noise,
         args.psf.as_deref(),
         args.pixel_scale,
+        args.rows,
     )?;
     let grid = im.grid;
     let light = light_image(&sys.lens_light, &grid, im.psf.as_ref());
@@ -905,14 +975,30 @@ fn fit_visibilities(
     centre: Option<[f64; 2]>,
     opts: &PosteriorOptions,
 ) -> anyhow::Result<Fit> {
-    let vis = read_visibilities(&args.data, &args.noise, uv_path)?;
     if args.image_size < 8 || !args.image_size.is_multiple_of(2) {
         bail!(
             "--image-size must be even and at least 8, got {}",
             args.image_size
         );
     }
+    // Rays (supersample² per pixel, with their interpolation weights), the NUFFT's
+    // oversampled grid and a batch of chains' images, estimated before any is allocated.
+    let n2 = (args.image_size as f64).powi(2);
+    let s2 = (args.supersample as f64).powi(2);
+    super::common::check_memory(
+        n2 * (64.0 * s2 + 64.0 + 16.0 * args.batch as f64),
+        &format!("an image plane of {0}×{0} pixels", args.image_size),
+        args.max_memory,
+    )?;
+    let vis = read_visibilities(&args.data, &args.noise, uv_path)?;
     let umax = vis.uv.iter().map(|[u, v]| u.hypot(*v)).fold(0.0, f64::max);
+    if !(umax > 0.0 && umax.is_finite()) && args.pixel_scale.is_none() {
+        bail!(
+            "{}: every uv point is at u = v = 0 (or not finite): no baseline to set the pixel \
+             scale from",
+            uv_path.display()
+        );
+    }
     let pixel = match args.pixel_scale {
         Some(s) if s.is_finite() && s > 0.0 => s,
         Some(s) => bail!("--pixel-scale must be positive, got {s}"),

@@ -9,6 +9,7 @@ pub mod image;
 pub mod interrupt;
 pub mod lens;
 pub mod noise;
+mod outputs;
 pub mod prior;
 pub mod simulate;
 pub mod validate;

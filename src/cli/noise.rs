@@ -44,7 +44,7 @@ pub struct NoiseTrainArgs {
     /// Gaussian limit).
     #[arg(long, default_value_t = 10.0)]
     pub sigma_max: f64,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub batch: usize,
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
@@ -52,7 +52,7 @@ pub struct NoiseTrainArgs {
     pub warmup: usize,
     #[arg(long, default_value_t = 0.999)]
     pub ema: f64,
-    #[arg(long, default_value_t = 5000)]
+    #[arg(long, default_value_t = 5000, value_parser = super::common::at_least_one)]
     pub steps: usize,
     #[arg(long)]
     pub max_minutes: Option<f64>,
@@ -61,11 +61,15 @@ pub struct NoiseTrainArgs {
     /// Random flips and 90° rotations: only for noise whose correlations are isotropic.
     #[arg(long)]
     pub augment: bool,
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = super::common::at_least_one)]
     pub checkpoint_every: usize,
     /// Continue from the train_state.* files in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Replace an existing noise model in --out (without it, or --resume, an existing
+    /// non-empty folder is refused).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     #[arg(long)]
@@ -80,6 +84,7 @@ pub fn run(cmd: NoiseCommand) -> anyhow::Result<()> {
 
 fn run_train(a: NoiseTrainArgs) -> anyhow::Result<()> {
     tune_malloc();
+    super::common::check_checkpoint_dir(&a.out, a.resume, a.force, &[&a.noise_cutouts])?;
     if !(a.sigma_min > 0.0 && a.sigma_max > a.sigma_min) {
         bail!(
             "--sigma-min {} / --sigma-max {}: need 0 < sigma-min < sigma-max",
@@ -116,7 +121,10 @@ fn run_train(a: NoiseTrainArgs) -> anyhow::Result<()> {
         a.noise_cutouts.display(),
         ds.normalisation
     );
-    let sde = SdeConfig::Ve(VeSde::new(a.sigma_min, a.sigma_max));
+    let sde = SdeConfig::Ve(
+        VeSde::try_new(a.sigma_min, a.sigma_max)
+            .map_err(|e| anyhow::anyhow!("--sigma-min/--sigma-max: {e}"))?,
+    );
     let tc = TrainConfig {
         batch_size: a.batch,
         learning_rate: a.lr,
@@ -129,7 +137,9 @@ fn run_train(a: NoiseTrainArgs) -> anyhow::Result<()> {
         checkpoint_every: a.checkpoint_every,
         ..Default::default()
     };
-    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)?;
+    let created = !a.out.exists();
+    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)
+        .inspect_err(|_| super::prior::remove_if_no_checkpoint(&a.out, created))?;
     eprintln!(
         "trained {} steps in {:.0} s, final loss {:.4}; noise model in {}",
         s.steps,

@@ -101,7 +101,7 @@ pub struct TrainArgs {
     /// Bilinear instead of area-averaging resize.
     #[arg(long)]
     pub bilinear: bool,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub batch: usize,
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
@@ -114,7 +114,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.999)]
     pub ema: f64,
     /// Total optimisation steps (counting resumed ones).
-    #[arg(long, default_value_t = 20_000)]
+    #[arg(long, default_value_t = 20_000, value_parser = super::common::at_least_one)]
     pub steps: usize,
     /// Stop after this many minutes of this run (a checkpoint is written).
     #[arg(long)]
@@ -124,13 +124,17 @@ pub struct TrainArgs {
     /// Disable random flips and 90° rotations.
     #[arg(long)]
     pub no_augment: bool,
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = super::common::at_least_one)]
     pub checkpoint_every: usize,
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = super::common::at_least_one)]
     pub log_every: usize,
     /// Continue from the train_state.* files in --out.
     #[arg(long)]
     pub resume: bool,
+    /// Replace an existing checkpoint in --out (without it, or --resume, an existing non-empty
+    /// folder is refused).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     /// Hide the progress bar.
@@ -143,9 +147,9 @@ pub struct SampleArgs {
     /// Checkpoint folder, or `default` for the embedded prior.
     #[arg(long, default_value = "default")]
     pub prior: String,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub n: usize,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = super::common::at_least_one)]
     pub steps: usize,
     #[arg(long, value_enum, default_value_t = SamplerArg::Em)]
     pub sampler: SamplerArg,
@@ -153,10 +157,10 @@ pub struct SampleArgs {
     #[arg(long, default_value_t = 0.16)]
     pub snr: f64,
     /// Langevin steps per time step (pc).
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, value_parser = super::common::at_least_one)]
     pub corrector_steps: usize,
     /// Samples drawn at once.
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub batch: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -184,18 +188,18 @@ pub struct StatsArgs {
     #[arg(long)]
     pub data: PathBuf,
     /// Samples drawn, and training images drawn (seeded) to compare with.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 256, value_parser = super::common::at_least_one)]
     pub n: usize,
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = super::common::at_least_one)]
     pub steps: usize,
     #[arg(long, value_enum, default_value_t = SamplerArg::Em)]
     pub sampler: SamplerArg,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::common::at_least_one)]
     pub batch: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Histogram bins of the pixel values and of the total flux.
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, default_value_t = 40, value_parser = super::common::at_least_one)]
     pub bins: usize,
     /// Output folder: samples.fits, compare.png, pixels.png, flux.png, power.png, stats.json.
     #[arg(long)]
@@ -255,6 +259,11 @@ pub(crate) fn tune_malloc() {
 
 fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     tune_malloc();
+    let inputs: Vec<&Path> = [Some(a.data.as_path()), a.network_json.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    super::common::check_checkpoint_dir(&a.out, a.resume, a.force, &inputs)?;
     let dev = device(a.device)?;
     let raw = data::read_images(&a.data)?;
     let pp = Preprocess {
@@ -271,6 +280,17 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         },
     };
     let ds = data::prepare(&raw, &pp, &a.data)?;
+    if ds.images.n == 0 {
+        bail!("{}: holds no image to train on", a.data.display());
+    }
+    if (0..ds.images.n).all(|i| ds.images.image(i).iter().all(|&v| v == 0.0)) {
+        bail!(
+            "{}: every one of its {} images is zero (after cropping and normalising): nothing \
+             to learn",
+            a.data.display(),
+            ds.images.n
+        );
+    }
     eprintln!(
         "data: {} images {}×{} from {} → {}², {:?}",
         raw.n,
@@ -292,19 +312,40 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         },
     };
     let net_cfg: UNetConfig = net_cfg;
-    net_cfg.validate().map_err(anyhow::Error::msg)?;
+    net_cfg
+        .validate()
+        .and_then(|()| crate::prior::checkpoint::check_network_size(&net_cfg))
+        .map_err(anyhow::Error::msg)?;
     let sde = match a.sde {
         SdeArg::Ve => {
             let smax = match a.sigma_max {
                 Some(s) => s,
                 None => {
                     let imgs: Vec<&[f32]> = (0..ds.images.n).map(|i| ds.images.image(i)).collect();
-                    sigma_max_from_data(&imgs, 1000)
+                    let s = sigma_max_from_data(&imgs, 1000);
+                    // One image, or identical (e.g. all-zero) images, have no spread to set
+                    // the largest noise level from.
+                    if s.is_nan() || s <= a.sigma_min {
+                        bail!(
+                            "{}: the largest distance between two training images is {s} \
+                             ({} images): need at least two different images, or give \
+                             --sigma-max",
+                            a.data.display(),
+                            ds.images.n
+                        );
+                    }
+                    s
                 }
             };
-            SdeConfig::Ve(VeSde::new(a.sigma_min, smax))
+            SdeConfig::Ve(
+                VeSde::try_new(a.sigma_min, smax)
+                    .map_err(|e| anyhow::anyhow!("--sigma-min/--sigma-max: {e}"))?,
+            )
         }
-        SdeArg::Vp => SdeConfig::Vp(VpSde::new(a.beta_min, a.beta_max)),
+        SdeArg::Vp => SdeConfig::Vp(
+            VpSde::try_new(a.beta_min, a.beta_max)
+                .map_err(|e| anyhow::anyhow!("--beta-min/--beta-max: {e}"))?,
+        ),
     };
     eprintln!("sde: {sde:?}");
     let tc = TrainConfig {
@@ -330,7 +371,9 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             net_cfg
         );
     }
-    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)?;
+    let created = !a.out.exists();
+    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)
+        .inspect_err(|_| remove_if_no_checkpoint(&a.out, created))?;
     eprintln!(
         "trained {} steps in {:.0} s, final loss {:.4}; checkpoint in {}",
         s.steps,
@@ -339,6 +382,15 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         s.out_dir.display()
     );
     Ok(())
+}
+
+/// After a failed training run: removes the folder it created when no checkpoint reached it
+/// (only its loss.csv), so that a failure leaves nothing half-written; a folder that existed
+/// before, or that holds weights, is left alone (hours of training are not thrown away).
+pub(crate) fn remove_if_no_checkpoint(out: &Path, created: bool) {
+    if created && !out.join(crate::prior::checkpoint::WEIGHTS_FILE).exists() {
+        let _ = std::fs::remove_dir_all(out);
+    }
 }
 
 fn load_prior(spec: &str, dev: &Device) -> anyhow::Result<ScoreModel> {
@@ -353,6 +405,11 @@ fn run_sample(a: SampleArgs) -> anyhow::Result<()> {
     tune_malloc();
     if a.n == 0 || a.steps == 0 || a.batch == 0 {
         bail!("--n, --steps and --batch must be positive");
+    }
+    // The cube and its PNG never replace a file of the prior, nor land inside its folder.
+    let png = a.out.with_extension("png");
+    for out in [&a.out, &png] {
+        super::common::check_output(out, &[Path::new(&a.prior)])?;
     }
     let dev = device(a.device)?;
     let model = load_prior(&a.prior, &dev)?;
@@ -384,7 +441,6 @@ fn run_sample(a: SampleArgs) -> anyhow::Result<()> {
         prior: &a.prior,
     };
     write_fits_cube(&a.out, &out, a.n, size, size, &cfg, &meta)?;
-    let png = a.out.with_extension("png");
     let imgs: Vec<&[f32]> = out.chunks(size * size).collect();
     let ncols = (a.n as f64).sqrt().ceil() as usize;
     let zoom = (256 / size).max(1);
@@ -433,6 +489,24 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
     idx.truncate(a.n);
     let training: Vec<&[f32]> = idx.iter().map(|&i| ds.images.image(i)).collect();
 
+    // The output folder must be neither the prior's nor hold the training data.
+    {
+        let inputs = [Path::new(&a.prior), a.data.as_path()];
+        for f in [
+            "samples.fits",
+            "compare.png",
+            "pixels.png",
+            "flux.png",
+            "power.png",
+            "stats.json",
+        ] {
+            let p = a.out.join(f);
+            if a.out.is_dir() {
+                super::common::check_output(&p, &inputs)?;
+            }
+        }
+        super::common::check_checkpoint_dir(&a.out, false, true, &inputs)?;
+    }
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create output folder {}", a.out.display()))?;
     let pb = progress_bar(a.quiet, a.n.div_ceil(a.batch) * a.steps);
@@ -712,7 +786,7 @@ fn write_fits_cube(
         )),
     };
     let _ = std::fs::remove_file(&tmp);
-    {
+    let written = (|| -> anyhow::Result<()> {
         let desc = ImageDescription {
             data_type: ImageType::Float,
             dimensions: &[n, h, w],
@@ -736,7 +810,14 @@ fn write_fits_cube(
         hdu.write_key(&mut f, "PRIOR", meta.prior)?;
         hdu.write_key(&mut f, "NORMSCL", cfg.normalisation.scale())?;
         hdu.write_key(&mut f, "NORMOFF", cfg.normalisation.offset())?;
+        Ok(())
+    })()
+    .and_then(|()| {
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+    });
+    // A failed write never leaves its temporary file behind.
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
+    written
 }

@@ -38,7 +38,8 @@ pub struct SimulateArgs {
     /// Seed of the noise: the same seed gives the same data.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Field whose phase centre the truth is placed at: its id or NAME. Default: field 0.
+    /// Field whose phase centre the truth is placed at: its id or NAME. Default: field 0, or
+    /// the first field holding data when field 0 holds none.
     #[arg(long)]
     pub field: Option<String>,
     /// Spectral windows to simulate, comma-separated ids (default: all).
@@ -211,6 +212,9 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     if !(args.epsilon.is_finite() && (1e-7..=1e-1).contains(&args.epsilon)) {
         bail!("--epsilon must be in 1e-7 … 1e-1, got {}", args.epsilon);
     }
+    // The writer refuses an existing --out or one inside --like; this also catches the truth
+    // image under any spelling.
+    super::common::check_output(&args.out, &[&args.image, &args.like])?;
     let img = read_image(&args.image)?;
     let truth = load_truth(&img)?;
 
@@ -282,7 +286,6 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         .with_context(|| format!("simulating {}", args.out.display()))?;
     bar.finish_and_clear();
 
-    let asec = |rad: f64| rad.to_degrees() * 3600.0;
     println!("{}", args.out.display());
     println!(
         "  like {} (field {field_id} '{}', phase centre {ra0:.6}° {dec0:.6}° J2000)",
@@ -290,11 +293,11 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         fld.name
     );
     println!(
-        "  truth {}: {}×{} pixels of {:.4}″, total flux {:.6} Jy, peak {:.6} Jy/pixel",
+        "  truth {}: {}×{} pixels of {}, total flux {:.6} Jy, peak {:.6} Jy/pixel",
         args.image.display(),
         g.nx,
         g.ny,
-        asec(g.dx),
+        super::common::format_angle(g.dx),
         truth.flux,
         truth.peak
     );

@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::common::{
-    count_usable, longest_baseline, output_path, parse_angle, read_with_progress, set_threads,
-    sky_header, SelectionArgs,
+    check_outputs, count_usable, longest_baseline, output_path, parse_angle, read_with_progress,
+    set_threads, sky_header, SelectionArgs,
 };
 use super::image::{interrupted_or, merge_by_frequency, vis_gamma_factors, MethodArg};
 use super::prior::{device, DeviceArg};
@@ -51,7 +51,7 @@ pub struct ValidateArgs {
     #[arg(long)]
     pub from_prior: bool,
     /// Number of truths (a file's first N; fewer if the file holds fewer).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = super::common::at_least_one)]
     pub n: usize,
     /// Posterior samples per truth.
     #[arg(long, default_value_t = 100)]
@@ -60,19 +60,19 @@ pub struct ValidateArgs {
     #[arg(long)]
     pub noise: f64,
     /// Output prefix: NAME-validate.html, -validate.json, -validate-{truth,mean,std}.fits.
-    #[arg(long)]
+    #[arg(long, value_parser = super::common::output_name)]
     pub name: String,
     /// Prior checkpoint folder. Default: the built-in prior.
     #[arg(long)]
     pub prior: Option<PathBuf>,
     /// Reverse-diffusion steps of the posterior sampler.
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, default_value_t = 300, value_parser = super::common::at_least_one)]
     pub steps: usize,
     /// Steps for drawing truths from the prior. Default: --steps.
     #[arg(long)]
     pub prior_steps: Option<usize>,
     /// Chains per network batch (chains of several truths share a batch).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::common::at_least_one)]
     pub batch: usize,
     #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
     pub method: MethodArg,
@@ -94,7 +94,7 @@ pub struct ValidateArgs {
     #[arg(long, value_enum, default_value_t = TruthScalingArg::Peak)]
     pub truth_scaling: TruthScalingArg,
     /// Bootstrap resamples for the TARP band.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, default_value_t = 1000, value_parser = super::common::at_least_one)]
     pub bootstrap: usize,
     /// Skip the CLEAN baseline (Cotton–Schwab, Briggs 0, 3σ auto-threshold) of each simulated
     /// observation.
@@ -113,6 +113,10 @@ pub struct ValidateArgs {
     /// Threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// Write the results even when the median truth's fit is poor (reduced χ² above 100 or
+    /// not finite).
+    #[arg(long)]
+    pub allow_poor_fit: bool,
 }
 
 fn bar(len: u64, msg: &'static str) -> ProgressBar {
@@ -146,6 +150,26 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     if args.prior_steps == Some(0) {
         bail!("--prior-steps must be at least 1");
     }
+    // Refused outputs fail before any work, and never leave a sibling half-written.
+    let inputs: Vec<&std::path::Path> = [
+        Some(args.like.as_path()),
+        args.truths.as_deref(),
+        args.prior.as_deref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    check_outputs(
+        &args.name,
+        &[
+            "validate-truth.fits",
+            "validate-mean.fits",
+            "validate-std.fits",
+            "validate.json",
+            "validate.html",
+        ],
+        &inputs,
+    )?;
     let out_dir = match std::path::Path::new(&args.name).parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
@@ -170,8 +194,8 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     };
     let side = model.image_size();
     let selection = args.selection.to_selection()?;
-    let ms = MeasurementSet::open(&args.like)
-        .with_context(|| format!("opening the Measurement Set {}", args.like.display()))?;
+    // MsError names the path already.
+    let ms = MeasurementSet::open(&args.like)?;
     let info = ms.info().clone();
     let field_id = ms.resolve_field(&selection)?;
     let chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);
@@ -301,6 +325,30 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     b.finish_and_clear();
     super::interrupt::check()?;
     let t_sample = t_sample.elapsed().as_secs_f64();
+    {
+        // The gate looks at the median truth: one hard truth is calibration information, a
+        // typical one far off means the posteriors did not fit at all.
+        let mut chi2: Vec<f64> = v.truths.iter().map(|t| t.chi2_mean).collect();
+        chi2.sort_by(f64::total_cmp);
+        let median = chi2.get(chi2.len() / 2).copied().unwrap_or(f64::NAN);
+        let flux: f64 = v.truths.iter().map(|t| t.mean_flux).sum();
+        let means: Vec<f32> = v
+            .truths
+            .iter()
+            .flat_map(|t| t.mean.iter().copied())
+            .collect();
+        let stds: Vec<f32> = v
+            .truths
+            .iter()
+            .flat_map(|t| t.std.iter().copied())
+            .collect();
+        super::common::check_fit(
+            median,
+            flux,
+            &[("posterior mean", &means), ("posterior std", &stds)],
+            args.allow_poor_fit,
+        )?;
+    }
 
     // Products.
     let asec = scale.to_degrees() * 3600.0;
@@ -329,7 +377,6 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         ("FLUXSCL".into(), HeaderValue::F64(args.flux_scale)),
         ("NOISE".into(), HeaderValue::F64(args.noise)),
     ];
-    let inputs = [args.like.as_path()];
     let cube = |what: &str, get: &dyn Fn(&crate::validate::TruthResult) -> &[f32]| {
         let planes: Vec<f32> = v.truths.iter().flat_map(|t| get(t).to_vec()).collect();
         let p = output_path(&args.name, &format!("validate-{what}"), &inputs)?;
@@ -378,8 +425,8 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         (
             "Observation".into(),
             format!(
-                "{n_usable} visibilities, σ = {} Jy per component, {side}×{side} pixels of {asec:.3}″, {} Jy/pixel at prior value 1",
-                args.noise, args.flux_scale
+                "{n_usable} visibilities, σ = {} Jy per component, {side}×{side} pixels of {}, {} Jy/pixel at prior value 1",
+                args.noise, super::common::format_angle(scale), args.flux_scale
             ),
         ),
         (

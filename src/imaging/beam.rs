@@ -261,8 +261,12 @@ fn to_fwhm_and_pa(sx: f64, sy: f64, beta: f64) -> Option<(f64, f64, f64)> {
 /// becomes a Gaussian of that peak (Jy/beam). Direct sum over the components, truncated where
 /// the Gaussian falls below 1e-8 of its peak.
 pub fn add_restored(model: &[f32], nx: usize, ny: usize, beam: &PixelBeam, out: &mut [f32]) {
-    // exp(−r²/2σ²) < 1e-8 beyond r = 6.07 σ.
-    let reach = (6.1 * beam.major / FWHM_PER_SIGMA).ceil().max(1.0) as isize;
+    // exp(−r²/2σ²) < 1e-8 beyond r = 6.07 σ; no offset inside the image exceeds its size, so
+    // a beam wider than the image (a pixel scale far below the resolution) needs no more.
+    let reach = (6.1 * beam.major / FWHM_PER_SIGMA)
+        .ceil()
+        .max(1.0)
+        .min(nx.max(ny) as f64) as isize;
     let side = (2 * reach + 1) as usize;
     let kernel: Vec<f32> = (0..side * side)
         .map(|k| {

@@ -90,7 +90,15 @@ pub enum StopReason {
     IterationLimit,
     /// The major-cycle limit was reached.
     MajorCycleLimit,
+    /// A major cycle left a residual peak far above the one it started from (or not finite):
+    /// CLEAN was diverging, and the model and residual are those from before that cycle.
+    Diverged,
 }
+
+/// A major cycle whose residual peak ends above this multiple of its starting peak is taken
+/// as divergence: a sane cycle lowers the peak (to about (1 − mgain) of it), and a run that
+/// diverges grows it by orders of magnitude per cycle (to 10²⁷ Jy on a VLBA MS).
+pub const DIVERGENCE_FACTOR: f64 = 1.5;
 
 impl std::fmt::Display for StopReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -98,6 +106,7 @@ impl std::fmt::Display for StopReason {
             StopReason::Threshold => "threshold reached",
             StopReason::IterationLimit => "iteration limit reached",
             StopReason::MajorCycleLimit => "major-cycle limit reached",
+            StopReason::Diverged => "stopped: diverging (the residual peak grew)",
         })
     }
 }
@@ -202,6 +211,7 @@ pub fn clean_with_progress(
         }
         let cycle_level = stop_level.max((1.0 - copts.mgain) * peak);
         let mut scratch = residual.clone();
+        let model_before = model.clone();
         let done = hogbom(
             &mut scratch,
             &products.psf,
@@ -225,7 +235,18 @@ pub fn clean_with_progress(
             Some(p) => p,
             None => predictor.insert(Predictor::new(chunks, weights, opts)?),
         };
-        residual = p.residual_image(&model)?;
+        let new_residual = p.residual_image(&model)?;
+        let new_peak = find_peak(&new_residual, copts.allow_negative).1;
+        if !(new_peak.is_finite() && new_peak <= DIVERGENCE_FACTOR * peak)
+            || new_residual.iter().any(|v| !v.is_finite())
+        {
+            // Back to the last sane state: the model of before this cycle, whose residual is
+            // the one this cycle started from.
+            model = model_before;
+            iterations -= done;
+            break StopReason::Diverged;
+        }
+        residual = new_residual;
         major_cycles += 1;
         // As WSClean: once the minor cycles reach the final level (not just this cycle's
         // mgain level), the major cycle just done gives the final residual and the run ends,

@@ -190,10 +190,32 @@ fn parse_config(bytes: &[u8], path: &Path) -> Result<CheckpointConfig> {
     config
         .network
         .validate()
+        .and_then(|()| check_network_size(&config.network))
         .map_err(|msg| PriorError::Config {
             path: path.to_path_buf(),
             msg,
         })?;
+    config.sde.check().map_err(|msg| PriorError::Config {
+        path: path.to_path_buf(),
+        msg,
+    })?;
+    // Sampling runs from t = 1 down to t_eps and maps back through the normalisation: values
+    // outside these ranges give NaN or infinite images, never an error further on.
+    if !(config.t_eps > 0.0 && config.t_eps < 1.0) {
+        return Err(PriorError::Config {
+            path: path.to_path_buf(),
+            msg: format!("t_eps must be in (0, 1), got {}", config.t_eps),
+        });
+    }
+    let (scale, offset) = (config.normalisation.scale(), config.normalisation.offset());
+    if !(scale.is_finite() && scale != 0.0 && offset.is_finite()) {
+        return Err(PriorError::Config {
+            path: path.to_path_buf(),
+            msg: format!(
+                "normalisation scale {scale} and offset {offset} must be finite (scale non-zero)"
+            ),
+        });
+    }
     Ok(config)
 }
 
@@ -226,6 +248,55 @@ fn parse_weights(bytes: &[u8], path: &Path) -> Result<HashMap<String, Tensor>> {
         }
     }
     Ok(tensors)
+}
+
+/// Bounds on a network read from a file, checked before any of it is built: the shapes are
+/// computed by building the network, so a corrupt `nf` of 10¹¹ would overflow or allocate
+/// without end. The bounds are far beyond any network this project trains (nf 128, ch_mult
+/// up to 4, 2 residual blocks, 256² images).
+pub fn check_network_size(cfg: &UNetConfig) -> std::result::Result<(), String> {
+    let bad = |what: &str, v: String, max: usize| {
+        Err(format!(
+            "network {what} {v} is out of range (at most {max})"
+        ))
+    };
+    if cfg.nf > 4096 {
+        return bad("nf", cfg.nf.to_string(), 4096);
+    }
+    if cfg.ch_mult.len() > 10 {
+        return bad("ch_mult length", cfg.ch_mult.len().to_string(), 10);
+    }
+    if let Some(m) = cfg.ch_mult.iter().find(|&&m| m == 0 || m > 64) {
+        return Err(format!(
+            "network ch_mult entry {m} is out of range (1 … 64)"
+        ));
+    }
+    if cfg.nf * cfg.ch_mult.iter().max().copied().unwrap_or(1) > 16_384 {
+        return Err(format!(
+            "network nf × ch_mult = {} channels is out of range (at most 16384)",
+            cfg.nf * cfg.ch_mult.iter().max().copied().unwrap_or(1)
+        ));
+    }
+    if cfg.num_res_blocks > 64 {
+        return bad("num_res_blocks", cfg.num_res_blocks.to_string(), 64);
+    }
+    if cfg.image_size > 8192 {
+        return bad("image_size", cfg.image_size.to_string(), 8192);
+    }
+    if cfg.attn_resolutions.len() > 16 {
+        return bad(
+            "attn_resolutions length",
+            cfg.attn_resolutions.len().to_string(),
+            16,
+        );
+    }
+    if !(cfg.fourier_scale.is_finite() && cfg.fourier_scale > 0.0) {
+        return Err(format!(
+            "network fourier_scale must be positive and finite, got {}",
+            cfg.fourier_scale
+        ));
+    }
+    Ok(())
 }
 
 /// Names and shapes the config's network expects.

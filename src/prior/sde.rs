@@ -33,15 +33,29 @@ pub struct VeSde {
 }
 
 impl VeSde {
+    /// Panics on invalid parameters; [`VeSde::try_new`] for values from a user or a file.
     pub fn new(sigma_min: f64, sigma_max: f64) -> Self {
-        assert!(
-            sigma_min > 0.0 && sigma_max > sigma_min,
-            "VE SDE needs 0 < sigma_min < sigma_max"
-        );
-        Self {
+        Self::try_new(sigma_min, sigma_max).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The SDE, or why its parameters cannot define one (σ would be 0, NaN or shrink).
+    pub fn try_new(sigma_min: f64, sigma_max: f64) -> std::result::Result<Self, String> {
+        let s = Self {
             sigma_min,
             sigma_max,
+        };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let (lo, hi) = (self.sigma_min, self.sigma_max);
+        if !(lo.is_finite() && hi.is_finite() && lo > 0.0 && hi > lo) {
+            return Err(format!(
+                "VE SDE needs 0 < sigma_min < sigma_max (finite), got sigma_min {lo}, sigma_max {hi}"
+            ));
         }
+        Ok(())
     }
 }
 
@@ -71,12 +85,26 @@ pub struct VpSde {
 }
 
 impl VpSde {
+    /// Panics on invalid parameters; [`VpSde::try_new`] for values from a user or a file.
     pub fn new(beta_min: f64, beta_max: f64) -> Self {
-        assert!(
-            beta_min >= 0.0 && beta_max > beta_min,
-            "VP SDE needs 0 <= beta_min < beta_max"
-        );
-        Self { beta_min, beta_max }
+        Self::try_new(beta_min, beta_max).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The SDE, or why its parameters cannot define one.
+    pub fn try_new(beta_min: f64, beta_max: f64) -> std::result::Result<Self, String> {
+        let s = Self { beta_min, beta_max };
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        let (lo, hi) = (self.beta_min, self.beta_max);
+        if !(lo.is_finite() && hi.is_finite() && lo >= 0.0 && hi > lo) {
+            return Err(format!(
+                "VP SDE needs 0 <= beta_min < beta_max (finite), got beta_min {lo}, beta_max {hi}"
+            ));
+        }
+        Ok(())
     }
     pub fn beta(&self, t: f64) -> f64 {
         self.beta_min + t * (self.beta_max - self.beta_min)
@@ -131,6 +159,15 @@ impl SdeConfig {
         match self {
             SdeConfig::Ve(_) => "ve",
             SdeConfig::Vp(_) => "vp",
+        }
+    }
+
+    /// Whether the parameters define an SDE: a deserialised config skips the constructors'
+    /// checks, and e.g. sigma_max −1 would sample NaN everywhere.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        match self {
+            SdeConfig::Ve(s) => s.check(),
+            SdeConfig::Vp(s) => s.check(),
         }
     }
 }

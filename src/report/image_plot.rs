@@ -166,29 +166,6 @@ impl Stretch {
     }
 }
 
-/// An angle in arcsec written in the unit that suits it (`12.5 µas`, `0.0555 mas`, `0.684″`,
-/// `2.5′`, `1.2°`), four significant digits.
-pub fn format_angle(asec: f64) -> String {
-    let a = asec.abs();
-    if a == 0.0 || !a.is_finite() {
-        return format!("{asec}″");
-    }
-    let (per, sym) = if a < 1e-4 {
-        (1e-6, " µas")
-    } else if a < 0.1 {
-        (1e-3, " mas")
-    } else if a < 120.0 {
-        (1.0, "″")
-    } else if a < 7200.0 {
-        (60.0, "′")
-    } else {
-        (3600.0, "°")
-    };
-    let v = asec / per;
-    let digits = (3 - v.abs().log10().floor() as i64).clamp(0, 8) as usize;
-    format!("{v:.digits$}{sym}")
-}
-
 /// Offsets shown in the unit that suits the field: µas for the EHT, mas for VLBI, arcsec for
 /// the VLA and ALMA, arcmin and degrees for wide fields. Returns (arcsec per unit, name).
 pub fn angle_unit(extent_asec: f64) -> (f64, &'static str) {
@@ -578,13 +555,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn angles_in_the_unit_that_suits_them() {
-        assert_eq!(format_angle(0.684), "0.6840″");
-        assert_eq!(format_angle(5.549e-5), "55.49 µas");
-        assert_eq!(format_angle(-2.22e-4), "-0.2220 mas");
-        assert_eq!(format_angle(0.0), "0″");
-        assert_eq!(format_angle(2.0e-6), "2.000 µas");
-        assert_eq!(format_angle(150.0), "2.500′");
+    fn axis_angle_unit_follows_the_field() {
+        assert_eq!(angle_unit(2e-4), (1e-6, "µas"));
         assert_eq!(angle_unit(64.0 * 5.5e-5), (1e-3, "mas"));
         assert_eq!(angle_unit(64.0 * 0.684), (1.0, "arcsec"));
     }

@@ -22,12 +22,13 @@ use super::sie::{axis_ratio_and_angle, ExternalShear, MassModel, Sie};
 
 #[derive(Debug, Error)]
 pub enum LensFileError {
-    #[error("cannot read {path}: {source}")]
+    // The cause is the error's source: `{:#}` prints it once, after the path.
+    #[error("cannot read {path}")]
     Io {
         path: String,
         source: std::io::Error,
     },
-    #[error("{path} is not valid JSON: {source}")]
+    #[error("{path} is not valid JSON")]
     Json {
         path: String,
         source: serde_json::Error,
