@@ -884,19 +884,7 @@ pub(crate) fn vis_gamma_factors(c: &VisChunk, g: &ImageGeometry) -> Vec<f32> {
 /// Reduced χ² of a physical image (Jy/pixel) against every usable visibility, and the model
 /// visibilities.
 fn visibility_chi2(op: &Nufft, c: &VisChunk, factor: f64, image: &[f32]) -> (f64, Vec<f32>) {
-    let mut model = vec![0.0f32; op.data_len()];
-    op.forward(image, &mut model);
-    let mut chi2 = 0.0;
-    for ((v, &w), m) in c
-        .vis
-        .iter()
-        .zip(&c.weight)
-        .filter(|(_, &w)| w > 0.0)
-        .zip(model.chunks(2))
-    {
-        let var = factor / w as f64;
-        chi2 += ((v.re - m[0]) as f64).powi(2) / var + ((v.im - m[1]) as f64).powi(2) / var;
-    }
+    let (chi2, model) = crate::imaging::fit::chunk_chi2(op, c, factor, image);
     (chi2 / model.len() as f64, model)
 }
 

@@ -23,22 +23,36 @@ pub fn reduced_chi2(
             continue;
         }
         let op = Nufft::new(*geometry, &c.uvw, &c.freq, Some(&mask), nufft)?;
-        let mut model = vec![0.0f32; op.data_len()];
-        op.forward(image, &mut model);
-        for ((v, &w), m) in c
-            .vis
-            .iter()
-            .zip(&c.weight)
-            .filter(|(_, &w)| w > 0.0)
-            .zip(model.chunks(2))
-        {
-            let var = noise_factor / w as f64;
-            chi2 += ((v.re - m[0]) as f64).powi(2) / var + ((v.im - m[1]) as f64).powi(2) / var;
-        }
+        let (c2, model) = chunk_chi2(&op, c, noise_factor, image);
+        chi2 += c2;
         n += model.len();
     }
     if n == 0 {
         return Err(ImagingError::AllZeroWeight);
     }
     Ok(chi2 / n as f64)
+}
+
+/// χ² (not reduced) of `image` against the usable visibilities of one chunk through `op` (the
+/// NUFFT of those visibilities, masked to weight > 0), and the model visibilities `[re, im, …]`.
+pub fn chunk_chi2<A: ForwardOperator + ?Sized>(
+    op: &A,
+    c: &VisChunk,
+    noise_factor: f64,
+    image: &[f32],
+) -> (f64, Vec<f32>) {
+    let mut model = vec![0.0f32; op.data_len()];
+    op.forward(image, &mut model);
+    let mut chi2 = 0.0;
+    for ((v, &w), m) in c
+        .vis
+        .iter()
+        .zip(&c.weight)
+        .filter(|(_, &w)| w > 0.0)
+        .zip(model.chunks(2))
+    {
+        let var = noise_factor / w as f64;
+        chi2 += ((v.re - m[0]) as f64).powi(2) / var + ((v.im - m[1]) as f64).powi(2) / var;
+    }
+    (chi2, model)
 }

@@ -122,40 +122,35 @@ impl<A: ForwardOperator, B: ForwardOperator> ForwardOperator for Compose<A, B> {
     }
 }
 
-/// A borrowed operator: one NUFFT plan serves a likelihood and the caller's own evaluations.
-impl<T: ForwardOperator + ?Sized> ForwardOperator for &T {
-    fn image_shape(&self) -> [usize; 2] {
-        (**self).image_shape()
-    }
-    fn data_len(&self) -> usize {
-        (**self).data_len()
-    }
-    fn forward(&self, image: &[f32], data: &mut [f32]) {
-        (**self).forward(image, data)
-    }
-    fn adjoint(&self, data: &[f32], image: &mut [f32]) {
-        (**self).adjoint(data, image)
-    }
-    fn diag_aat(&self) -> Vec<f32> {
-        (**self).diag_aat()
-    }
+/// `ForwardOperator` for a pointer to one, forwarding every method.
+macro_rules! forward_through_pointer {
+    ($(#[$doc:meta])* $ty:ty) => {
+        $(#[$doc])*
+        impl<T: ForwardOperator + ?Sized> ForwardOperator for $ty {
+            fn image_shape(&self) -> [usize; 2] {
+                (**self).image_shape()
+            }
+            fn data_len(&self) -> usize {
+                (**self).data_len()
+            }
+            fn forward(&self, image: &[f32], data: &mut [f32]) {
+                (**self).forward(image, data)
+            }
+            fn adjoint(&self, data: &[f32], image: &mut [f32]) {
+                (**self).adjoint(data, image)
+            }
+            fn diag_aat(&self) -> Vec<f32> {
+                (**self).diag_aat()
+            }
+        }
+    };
 }
 
-/// Operators chosen at run time (a lens alone, or composed with a NUFFT) behind one type.
-impl ForwardOperator for Box<dyn ForwardOperator> {
-    fn image_shape(&self) -> [usize; 2] {
-        (**self).image_shape()
-    }
-    fn data_len(&self) -> usize {
-        (**self).data_len()
-    }
-    fn forward(&self, image: &[f32], data: &mut [f32]) {
-        (**self).forward(image, data)
-    }
-    fn adjoint(&self, data: &[f32], image: &mut [f32]) {
-        (**self).adjoint(data, image)
-    }
-    fn diag_aat(&self) -> Vec<f32> {
-        (**self).diag_aat()
-    }
-}
+forward_through_pointer!(
+    /// A borrowed operator: one NUFFT plan serves a likelihood and the caller's own evaluations.
+    &T
+);
+forward_through_pointer!(
+    /// Operators chosen at run time (a lens alone, or composed with a NUFFT) behind one type.
+    Box<T>
+);
