@@ -46,7 +46,8 @@ pub fn compact_pixels(
     opts: &CompactOptions,
 ) -> Vec<usize> {
     let peak = model.iter().cloned().fold(0.0f32, f32::max) as f64;
-    if !(peak > 0.0) || model.len() != restored.len() {
+    // NaN or no positive component: nothing is compact.
+    if peak.is_nan() || peak <= 0.0 || model.len() != restored.len() {
         return Vec::new();
     }
     let mut px: Vec<usize> = (0..model.len())

@@ -24,6 +24,9 @@ use rand_distr::StandardNormal;
 use super::{GaussianLikelihood, LikelihoodError, LikelihoodScore};
 use crate::operator::ForwardOperator;
 
+/// `(μ_t, σ_t)` as bits, and the Cholesky factor at them.
+type CachedFactor = ((u32, u32), Vec<f64>);
+
 /// The Gaussian likelihood of the diffuse image with the compact fluxes integrated out.
 pub struct CompactMarginal<A: ForwardOperator> {
     base: GaussianLikelihood<A>,
@@ -31,7 +34,7 @@ pub struct CompactMarginal<A: ForwardOperator> {
     /// `K × data_len`, row k = `A e_k`.
     basis: Vec<f32>,
     /// Cholesky factor of `Bᵀ D⁻¹ B` at the last `(μ_t, σ_t)`: every chain of a step shares it.
-    cache: Mutex<Option<((u32, u32), Vec<f64>)>>,
+    cache: Mutex<Option<CachedFactor>>,
 }
 
 impl<A: ForwardOperator> CompactMarginal<A> {
@@ -232,7 +235,8 @@ fn cholesky(m: &[f64], k: usize) -> Option<Vec<f64>> {
             let s: f64 = (0..j).map(|q| l[i * k + q] * l[j * k + q]).sum();
             if i == j {
                 let d = m[i * k + i] - s;
-                if !(d > 1e-12 * scale) {
+                // Also refuses NaN.
+                if d.is_nan() || d <= 1e-12 * scale {
                     return None;
                 }
                 l[i * k + i] = d.sqrt();
