@@ -129,7 +129,13 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
     check_outputs(
         &name,
-        &["model.fits", "residual.fits", "image.fits", "psf.fits", "summary.json"],
+        &[
+            "model.fits",
+            "residual.fits",
+            "image.fits",
+            "psf.fits",
+            "summary.json",
+        ],
         &[&args.vis],
     )?;
     if !args.vis.exists() {
