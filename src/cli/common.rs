@@ -637,6 +637,16 @@ pub fn memory_size(s: &str) -> Result<u64, String> {
 /// allocated) exceed the memory available (or `max_memory` when given): an allocation that
 /// fails aborts the process with no message that helps.
 pub fn check_memory(bytes: f64, what: &str, max_memory: Option<u64>) -> anyhow::Result<()> {
+    check_memory_or(bytes, what, "make the image smaller", max_memory)
+}
+
+/// [`check_memory`] with the advice to give (`"lower --batch"`, …) when the job is refused.
+pub fn check_memory_or(
+    bytes: f64,
+    what: &str,
+    advice: &str,
+    max_memory: Option<u64>,
+) -> anyhow::Result<()> {
     let (limit, whence) = match max_memory {
         Some(m) => (Some(m), "--max-memory"),
         None => (available_memory(), "available memory (MemAvailable)"),
@@ -644,8 +654,8 @@ pub fn check_memory(bytes: f64, what: &str, max_memory: Option<u64>) -> anyhow::
     if let Some(limit) = limit {
         if bytes > limit as f64 {
             bail!(
-                "{what} needs about {} of memory, more than the {} of {whence}: make the image \
-                 smaller, or give --max-memory to allow more",
+                "{what} needs about {} of memory, more than the {} of {whence}: {advice}, or \
+                 give --max-memory to allow more",
                 human_bytes(bytes),
                 human_bytes(limit as f64)
             );
@@ -655,6 +665,31 @@ pub fn check_memory(bytes: f64, what: &str, max_memory: Option<u64>) -> anyhow::
         eprintln!("{what}: about {} of memory", human_bytes(bytes));
     }
     Ok(())
+}
+
+/// Refuses a network batch of `batch` images whose activations (one pass of the score network
+/// of `cfg`, with its gradient when `backward`: DPS, training) would not fit in memory, before
+/// the sampler allocates anything; the message says to lower `--batch`.
+pub fn check_network_batch(
+    cfg: &crate::prior::UNetConfig,
+    batch: usize,
+    backward: bool,
+    max_memory: Option<u64>,
+) -> anyhow::Result<()> {
+    check_memory_or(
+        cfg.activation_bytes(batch, backward),
+        &format!(
+            "a network batch of {batch} images of {s}×{s} pixels ({pass} pass, --batch {batch})",
+            s = cfg.image_size,
+            pass = if backward {
+                "forward and backward"
+            } else {
+                "forward"
+            }
+        ),
+        "lower --batch",
+        max_memory,
+    )
 }
 
 /// Estimate of the largest buffers of gridding an `nx × ny` image (dirty and PSF, or CLEAN):
