@@ -87,9 +87,14 @@ fn value(rng: &mut Rng) -> String {
     s
 }
 
+/// An id as typed: a whole number from 0 to u64::MAX, as clap reads a usize.
+fn id(s: &str) -> Option<usize> {
+    s.parse::<u64>().ok().and_then(|v| usize::try_from(v).ok())
+}
+
 /// What `s` should select as a `--spw` list, when every comma-separated part is an id.
 fn expected_spws(s: &str) -> Option<Vec<usize>> {
-    s.split(',').map(|p| p.parse().ok()).collect()
+    s.split(',').map(id).collect()
 }
 
 fn parse(opts: &[String]) -> Result<Selection, String> {
@@ -147,7 +152,7 @@ fn known_selections_parse_to_what_they_say() {
 #[test]
 fn selection_options_never_panic() {
     let ms = MeasurementSet::open(MS).unwrap();
-    let mut rng = Rng(0x5e1e_c7_10);
+    let mut rng = Rng(0x5e1e_c710);
     let (mut accepted, mut refused) = (0, 0);
     let start = std::time::Instant::now();
     for _ in 0..1000 {
@@ -183,7 +188,12 @@ fn selection_options_never_panic() {
         match opt {
             "--spw" => assert_eq!(sel.spws, expected_spws(&vals[0]), "{opts:?}"),
             "--channels" => {
-                let v: Vec<usize> = vals.iter().map(|v| v.parse().unwrap()).collect();
+                // (A third value can only be `--`, the end of the options.)
+                let v: Vec<usize> = vals
+                    .iter()
+                    .take(2)
+                    .map(|v| id(v).unwrap_or_else(|| panic!("{opts:?} accepted")))
+                    .collect();
                 assert_eq!(sel.channels, Some((v[0], v[1])), "{opts:?}");
             }
             "--field" => {
@@ -214,7 +224,7 @@ fn selection_options_never_panic() {
         }
     }
     assert!(
-        accepted > 10 && refused > 50,
+        accepted >= 5 && refused >= 100,
         "{accepted} accepted, {refused} refused"
     );
     assert!(start.elapsed().as_secs_f64() < 5.0, "{:?}", start.elapsed());
