@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ms_io::{DataColumn, FieldSelector, MeasurementSet, MsInfo, Selection, VisChunk};
+use ms_io::{DataColumn, FieldSelector, MeasurementSet, MsError, MsInfo, Selection, VisChunk};
 
 use crate::io::SkyHeader;
 
@@ -22,7 +22,7 @@ pub fn read_with_progress(ms: &MeasurementSet, sel: &Selection) -> anyhow::Resul
     );
     bar.set_message("reading");
     let mut chunks = Vec::new();
-    let mut iter = ms.chunks(sel)?;
+    let mut iter = open_selection(ms, sel)?;
     for chunk in iter.by_ref() {
         let chunk = chunk?;
         bar.inc(chunk.n_rows() as u64);
@@ -70,6 +70,31 @@ pub fn read_with_progress(ms: &MeasurementSet, sel: &Selection) -> anyhow::Resul
         );
     }
     Ok(chunks)
+}
+
+/// The reader of `sel` in `ms`: a selection the MS cannot satisfy (a spectral window,
+/// channel range, field or data column it does not have) is an error that names the option
+/// to change.
+pub fn open_selection<'a>(
+    ms: &'a MeasurementSet,
+    sel: &Selection,
+) -> anyhow::Result<ms_io::ChunkIter<'a>> {
+    ms.chunks(sel).map_err(|e| {
+        let option = match &e {
+            MsError::SpwOutOfRange { .. } => Some("--spw"),
+            MsError::BadChannelRange { .. } => Some("--channels"),
+            MsError::UnknownField { .. } => Some("--field"),
+            MsError::MissingColumn { table, .. } if table == "MAIN" => Some("--column"),
+            MsError::NoRows { .. } if sel.spws.as_ref().is_some_and(|v| v.is_empty()) => {
+                Some("--spw")
+            }
+            _ => None,
+        };
+        match option {
+            Some(o) => anyhow::Error::new(e).context(o),
+            None => anyhow::Error::new(e),
+        }
+    })
 }
 
 /// Usable samples (weight > 0); an error naming the MS when there are none, or when none of
@@ -199,13 +224,15 @@ pub fn parse_angle(s: &str) -> anyhow::Result<f64> {
 pub struct SelectionArgs {
     /// Field to image: its id (row of the FIELD table) or its NAME. Default: field 0, or the
     /// first field holding data when field 0 holds none.
-    #[arg(long)]
+    // Negative numbers are taken as values (here and below), so that `--spw -1` is refused
+    // naming `--spw` rather than as an unknown argument `-1`.
+    #[arg(long, allow_negative_numbers = true)]
     pub field: Option<String>,
     /// Spectral windows, comma-separated ids (default: all).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     pub spw: Option<Vec<usize>>,
     /// Channel range START END (END exclusive, as WSClean's -channel-range).
-    #[arg(long, num_args = 2, value_names = ["START", "END"])]
+    #[arg(long, num_args = 2, value_names = ["START", "END"], allow_negative_numbers = true)]
     pub channels: Option<Vec<usize>>,
     /// Data column: DATA, CORRECTED_DATA or MODEL_DATA.
     #[arg(long, default_value = "DATA")]
@@ -218,7 +245,9 @@ impl SelectionArgs {
             "DATA" => DataColumn::Data,
             "CORRECTED_DATA" | "CORRECTED" => DataColumn::CorrectedData,
             "MODEL_DATA" | "MODEL" => DataColumn::ModelData,
-            other => bail!("unknown data column '{other}': use DATA, CORRECTED_DATA or MODEL_DATA"),
+            other => bail!(
+                "--column: unknown data column '{other}': use DATA, CORRECTED_DATA or MODEL_DATA"
+            ),
         };
         let field = self.field.as_ref().map(|f| match f.parse::<usize>() {
             Ok(id) => FieldSelector::Id(id),
@@ -608,6 +637,16 @@ pub fn memory_size(s: &str) -> Result<u64, String> {
 /// allocated) exceed the memory available (or `max_memory` when given): an allocation that
 /// fails aborts the process with no message that helps.
 pub fn check_memory(bytes: f64, what: &str, max_memory: Option<u64>) -> anyhow::Result<()> {
+    check_memory_or(bytes, what, "make the image smaller", max_memory)
+}
+
+/// [`check_memory`] with the advice to give (`"lower --batch"`, …) when the job is refused.
+pub fn check_memory_or(
+    bytes: f64,
+    what: &str,
+    advice: &str,
+    max_memory: Option<u64>,
+) -> anyhow::Result<()> {
     let (limit, whence) = match max_memory {
         Some(m) => (Some(m), "--max-memory"),
         None => (available_memory(), "available memory (MemAvailable)"),
@@ -615,8 +654,8 @@ pub fn check_memory(bytes: f64, what: &str, max_memory: Option<u64>) -> anyhow::
     if let Some(limit) = limit {
         if bytes > limit as f64 {
             bail!(
-                "{what} needs about {} of memory, more than the {} of {whence}: make the image \
-                 smaller, or give --max-memory to allow more",
+                "{what} needs about {} of memory, more than the {} of {whence}: {advice}, or \
+                 give --max-memory to allow more",
                 human_bytes(bytes),
                 human_bytes(limit as f64)
             );
@@ -626,6 +665,31 @@ pub fn check_memory(bytes: f64, what: &str, max_memory: Option<u64>) -> anyhow::
         eprintln!("{what}: about {} of memory", human_bytes(bytes));
     }
     Ok(())
+}
+
+/// Refuses a network batch of `batch` images whose activations (one pass of the score network
+/// of `cfg`, with its gradient when `backward`: DPS, training) would not fit in memory, before
+/// the sampler allocates anything; the message says to lower `--batch`.
+pub fn check_network_batch(
+    cfg: &crate::prior::UNetConfig,
+    batch: usize,
+    backward: bool,
+    max_memory: Option<u64>,
+) -> anyhow::Result<()> {
+    check_memory_or(
+        cfg.activation_bytes(batch, backward),
+        &format!(
+            "a network batch of {batch} images of {s}×{s} pixels ({pass} pass, --batch {batch})",
+            s = cfg.image_size,
+            pass = if backward {
+                "forward and backward"
+            } else {
+                "forward"
+            }
+        ),
+        "lower --batch",
+        max_memory,
+    )
 }
 
 /// Estimate of the largest buffers of gridding an `nx × ny` image (dirty and PSF, or CLEAN):

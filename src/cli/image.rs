@@ -10,8 +10,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{
-    count_usable, default_name, format_angle, longest_baseline, output_path, parse_angle,
-    read_with_progress, set_threads, sky_header, SelectionArgs,
+    check_network_batch, count_usable, default_name, format_angle, longest_baseline, output_path,
+    parse_angle, read_with_progress, set_threads, sky_header, SelectionArgs,
 };
 use super::prior::{device, DeviceArg};
 use crate::imaging::{
@@ -87,7 +87,7 @@ pub struct ImageArgs {
     #[arg(long, default_value_t = 300)]
     pub steps: usize,
     /// Chains per network batch.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = super::common::at_least_one)]
     pub batch: usize,
     #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
     pub method: MethodArg,
@@ -157,6 +157,10 @@ pub struct ImageArgs {
     /// Write the results even when the fit is poor (reduced χ² above 100 or not finite).
     #[arg(long)]
     pub allow_poor_fit: bool,
+    /// Most memory the network batch may take (e.g. 64GB, 500MB). Default: the memory
+    /// available now; a larger --batch is refused before anything is allocated.
+    #[arg(long, value_parser = super::common::memory_size)]
+    pub max_memory: Option<u64>,
 }
 
 impl ImageArgs {
@@ -203,6 +207,12 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         None => default_prior(&dev).context("loading the built-in prior")?,
     };
     let side = model.image_size();
+    check_network_batch(
+        &model.config().network,
+        args.batch.min(args.samples),
+        args.method == MethodArg::Dps,
+        args.max_memory,
+    )?;
     let selection = args.selection.to_selection()?;
     let ms = MeasurementSet::open(&args.vis)?;
     let info = ms.info().clone();

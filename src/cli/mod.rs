@@ -10,6 +10,8 @@ pub mod interrupt;
 pub mod lens;
 pub mod noise;
 mod outputs;
+
+pub use common::{open_selection, SelectionArgs};
 pub mod prior;
 pub mod simulate;
 pub mod validate;

@@ -103,6 +103,10 @@ pub struct TrainArgs {
     pub bilinear: bool,
     #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub batch: usize,
+    /// Most memory the network batch may take (e.g. 64GB, 500MB). Default: the memory
+    /// available now; a larger --batch is refused before anything is allocated.
+    #[arg(long, value_parser = super::common::memory_size)]
+    pub max_memory: Option<u64>,
     #[arg(long, default_value_t = 2e-4)]
     pub lr: f64,
     #[arg(long, default_value_t = 0.0)]
@@ -162,6 +166,10 @@ pub struct SampleArgs {
     /// Samples drawn at once.
     #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub batch: usize,
+    /// Most memory the network batch may take (e.g. 64GB, 500MB). Default: the memory
+    /// available now; a larger --batch is refused before anything is allocated.
+    #[arg(long, value_parser = super::common::memory_size)]
+    pub max_memory: Option<u64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Output FITS cube (N×H×W); a PNG grid is written next to it.
@@ -316,6 +324,7 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         .validate()
         .and_then(|()| crate::prior::checkpoint::check_network_size(&net_cfg))
         .map_err(anyhow::Error::msg)?;
+    super::common::check_network_batch(&net_cfg, a.batch, true, a.max_memory)?;
     let sde = match a.sde {
         SdeArg::Ve => {
             let smax = match a.sigma_max {
@@ -414,6 +423,7 @@ fn run_sample(a: SampleArgs) -> anyhow::Result<()> {
     let dev = device(a.device)?;
     let model = load_prior(&a.prior, &dev)?;
     let cfg = model.config().clone();
+    super::common::check_network_batch(&cfg.network, a.batch.min(a.n), false, a.max_memory)?;
     let size = model.image_size();
     let pb = progress_bar(a.quiet, a.n.div_ceil(a.batch) * a.steps);
     let draw = Draw {

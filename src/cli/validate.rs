@@ -12,8 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::common::{
-    check_outputs, count_usable, longest_baseline, output_path, parse_angle, read_with_progress,
-    set_threads, sky_header, SelectionArgs,
+    check_network_batch, check_outputs, count_usable, longest_baseline, output_path, parse_angle,
+    read_with_progress, set_threads, sky_header, SelectionArgs,
 };
 use super::image::{interrupted_or, merge_by_frequency, vis_gamma_factors, MethodArg};
 use super::prior::{device, DeviceArg};
@@ -117,6 +117,10 @@ pub struct ValidateArgs {
     /// not finite).
     #[arg(long)]
     pub allow_poor_fit: bool,
+    /// Most memory the network batch may take (e.g. 64GB, 500MB). Default: the memory
+    /// available now; a larger --batch is refused before anything is allocated.
+    #[arg(long, value_parser = super::common::memory_size)]
+    pub max_memory: Option<u64>,
 }
 
 fn bar(len: u64, msg: &'static str) -> ProgressBar {
@@ -193,6 +197,13 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         None => default_prior(&dev).context("loading the built-in prior")?,
     };
     let side = model.image_size();
+    // Chains of several truths share a batch; the truths are drawn (forward only) in batches too.
+    check_network_batch(
+        &model.config().network,
+        args.batch.min(args.n * args.samples),
+        args.method == MethodArg::Dps,
+        args.max_memory,
+    )?;
     let selection = args.selection.to_selection()?;
     // MsError names the path already.
     let ms = MeasurementSet::open(&args.like)?;
