@@ -385,6 +385,7 @@ mod tests {
         assert_eq!(format_angle(2.052 * asec), "2.052″");
         assert_eq!(format_angle(108.7 * asec), "1.812′");
         assert_eq!(format_angle(2.0f64.to_radians()), "2.000°");
+        assert_eq!(format_angle(0.0), "0″");
     }
 
     #[test]
@@ -705,6 +706,10 @@ pub fn gridding_memory(nx: usize, ny: usize, padding: f64, images: usize) -> f64
 pub fn format_angle(rad: f64) -> String {
     let deg = rad.to_degrees();
     let a = deg.abs();
+    if a == 0.0 {
+        // An offset of nothing needs no unit hunt ("0 µas" read oddly for the phase centre).
+        return "0″".into();
+    }
     let (v, unit) = if !a.is_finite() || a >= 1.0 {
         (deg, "°")
     } else if a >= 1.0 / 60.0 {
