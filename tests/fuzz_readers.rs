@@ -11,20 +11,8 @@ use interf_image::io::read_image;
 use interf_image::operator::lens::autolens::read_lens_file;
 use interf_image::prior::ScoreModel;
 
-/// xorshift64*: reproducible without an RNG dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+mod fuzz_common;
+use fuzz_common::Rng;
 
 /// Byte-level mutations: flips, overwrites with interesting bytes, truncation, duplication.
 fn mutate(rng: &mut Rng, base: &[u8]) -> Vec<u8> {

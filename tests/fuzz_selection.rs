@@ -10,20 +10,8 @@ use ms_io::{DataColumn, FieldSelector, MeasurementSet, Selection};
 
 const MS: &str = "tests/data/vla_3c273_xband.ms";
 
-/// xorshift64*: reproducible without an RNG dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
+mod fuzz_common;
+use fuzz_common::Rng;
 
 /// Values a user (or a script gone wrong) might type.
 const SEEDS: &[&str] = &[
