@@ -321,15 +321,13 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     // The compact fluxes by least squares with no diffuse emission, in Jy/pixel: the prior's
     // flux scale is the peak of what they leave in the dirty image, so the diffuse emission
     // fills the prior's range however bright the core.
-    let compact_ls = {
-        let base = GaussianLikelihood::new(&vis_nufft, y_vis.clone(), &sigma_vis)?;
-        let cm = CompactMarginal::new(base, compact_px.clone())?;
-        let zero = vec![0.0f32; geometry.len()];
-        cm.with_fluxes(&zero, &cm.best_fluxes(&zero)?)
-    };
     let diffuse_dirty = if compact_px.is_empty() {
         dirty.dirty.clone()
     } else {
+        let base = GaussianLikelihood::new(&vis_nufft, y_vis.clone(), &sigma_vis)?;
+        let cm = CompactMarginal::new(base, compact_px.clone())?;
+        let zero = vec![0.0f32; geometry.len()];
+        let compact_ls = cm.with_fluxes(&zero, &cm.best_fluxes(&zero)?);
         let mut mv = vec![0.0f32; vis_nufft.data_len()];
         vis_nufft.forward(&compact_ls, &mut mv);
         residual_products(c, &mv, &geometry, &nufft_opts, dirty.stats.weight_sum)?.0
