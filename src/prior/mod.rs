@@ -8,6 +8,7 @@ pub mod concat;
 pub mod data;
 pub mod default;
 pub mod fast_conv;
+pub mod logp;
 pub mod model;
 pub mod ops;
 pub mod resample;
