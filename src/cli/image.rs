@@ -15,7 +15,8 @@ use super::common::{
 };
 use super::prior::{device, DeviceArg};
 use crate::imaging::{
-    compact_pixels, estimate_noise, make_dirty_and_psf, CompactOptions, ImagingOptions, Weighting,
+    compact_pixels, estimate_noise, make_dirty_and_psf, solve_gains, CompactOptions, GainMode,
+    ImagingOptions, SelfcalOptions, SolutionInterval, Weighting,
 };
 use crate::io::{write_cube, write_image, CubeAxis, HeaderValue};
 use crate::likelihood::{CompactMarginal, GaussianLikelihood};
@@ -62,6 +63,14 @@ pub enum CellModelArg {
 pub enum CompactArg {
     Auto,
     Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SelfcalModeArg {
+    /// Phase only.
+    P,
+    /// Amplitude and phase (amplitudes normalised to a geometric mean of 1 per interval).
+    Ap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -130,6 +139,19 @@ pub struct ImageArgs {
     /// Most compact pixels (`--compact auto`), the brightest first.
     #[arg(long, default_value_t = 32)]
     pub compact_max: usize,
+    /// Self-calibration rounds before the final posterior (Difmap's habit for VLBI): each
+    /// round images the data (at most 16 samples), solves station gains against the mean and
+    /// divides them out. χ² is then reported against the corrected data, and against the
+    /// data as they came.
+    #[arg(long, default_value_t = 0)]
+    pub selfcal: usize,
+    /// Gains solved in each self-calibration round.
+    #[arg(long, value_enum, default_value_t = SelfcalModeArg::Ap)]
+    pub selfcal_mode: SelfcalModeArg,
+    /// Solution interval: `scan` (time stamps split where they jump by more than five
+    /// integrations) or seconds.
+    #[arg(long, default_value = "scan")]
+    pub selfcal_interval: String,
     /// How the visibility noise is set.
     #[arg(long, value_enum, default_value_t = NoiseArg::Auto)]
     pub noise: NoiseArg,
@@ -217,7 +239,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     let ms = MeasurementSet::open(&args.vis)?;
     let info = ms.info().clone();
     let field_id = ms.resolve_field(&selection)?;
-    let chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);
+    let mut chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);
     let n_usable = count_usable(&chunks, &args.vis)?;
     let scale = match &args.scale {
         Some(s) => parse_angle(s)?,
@@ -231,6 +253,412 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
 
+    let opts = PosteriorOptions {
+        method: match args.method {
+            MethodArg::Cla => Method::Cla,
+            MethodArg::Dps => Method::Dps,
+        },
+        n_samples: args.samples,
+        steps: args.steps,
+        batch: args.batch,
+        seed: args.seed,
+        alpha: args.alpha,
+        corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
+        cancel: Some(super::interrupt::flag()),
+    };
+    // Self-calibration rounds: a posterior (at most 16 samples) gives a model, station gains
+    // are solved against it and divided out, and the next round images the corrected data.
+    let raw_chunks = (args.selfcal > 0).then(|| chunks.clone());
+    let mut selfcal_log = Vec::new();
+    for round in 0..args.selfcal {
+        let short = PosteriorOptions {
+            n_samples: opts.n_samples.min(16),
+            ..opts.clone()
+        };
+        let pass = posterior_pass(
+            &args,
+            &model,
+            &chunks,
+            geometry,
+            &nufft_opts,
+            &short,
+            n_usable,
+        )?;
+        let sol = {
+            let c = &chunks[0];
+            let mv = full_model_vis(&pass.vis_nufft, c, &pass.mean);
+            solve_gains(c, &mv, &selfcal_options(&args)?)?
+        };
+        sol.apply(&mut chunks[0]);
+        let (amp, phase) = sol.rms();
+        eprintln!(
+            "self-calibration round {}: mean's χ² {:.3} before; {} gains over {} intervals, rms |g|−1 {:.4}, phase {:.2}°",
+            round + 1, pass.chi2_mean, sol.n_solved(), sol.intervals.len(), amp, phase
+        );
+        selfcal_log.push(serde_json::json!({
+            "round": round + 1,
+            "reduced_chi2_mean_before": pass.chi2_mean,
+            "gains_solved": sol.n_solved(),
+            "intervals": sol.intervals.len(),
+            "rms_amplitude": amp,
+            "rms_phase_deg": phase,
+        }));
+    }
+    let Pass {
+        dirty,
+        noise,
+        factor,
+        vis_nufft,
+        clean_baseline,
+        compact_px,
+        flux_scale,
+        samples,
+        chi2_lik,
+        t_sample,
+        n_data,
+        likelihood,
+        phys,
+        mean,
+        std,
+        ..
+    } = posterior_pass(
+        &args,
+        &model,
+        &chunks,
+        geometry,
+        &nufft_opts,
+        &opts,
+        n_usable,
+    )?;
+    let c = &chunks[0];
+    let npix = side * side;
+    let n = samples.len() as f64;
+    // With self-calibration, the mean against the data as they came, for honesty.
+    let chi2_raw = raw_chunks.as_ref().map(|raw| {
+        let f = match args.noise {
+            NoiseArg::Auto => estimate_noise(raw).map_or(1.0, |e| e.weight_factor),
+            NoiseArg::Weights => 1.0,
+        };
+        visibility_chi2(&vis_nufft, &raw[0], f, &mean).0
+    });
+    // χ² of the mean against every visibility (whatever the likelihood used).
+    let (chi2_mean, model) = visibility_chi2(&vis_nufft, c, factor, &mean);
+    // The samples against the data themselves, whatever the likelihood met: for the gridded
+    // likelihood the cells are fewer than the visibilities and blind to variation inside a
+    // cell, so its own χ² is not the yardstick.
+    let chi2: Vec<f64> = phys
+        .chunks(npix)
+        .map(|s| visibility_chi2(&vis_nufft, c, factor, s).0)
+        .collect();
+    let (residual_dirty, uv_dist, data_amp, model_amp) =
+        residual_products(c, &model, &geometry, &nufft_opts, dirty.stats.weight_sum)?;
+    // CLEAN's model against the same visibilities and noise: the yardstick a user knows.
+    let chi2_clean = clean_baseline
+        .as_ref()
+        .map(|cb| visibility_chi2(&vis_nufft, c, factor, &cb.model).0);
+    let compact = compact_summary(&compact_px, &phys, &geometry);
+    // Significance at CLEAN's resolution: each sample convolved with the restoring beam, so
+    // that the posterior and CLEAN are judged on the same footing (a pixel of the mean is far
+    // smaller than a beam, and its significance per pixel far lower).
+    let beam_significance = clean_baseline
+        .as_ref()
+        .map(|cb| beam_significance(&phys, samples.len(), &geometry, &cb.pixel_beam));
+
+    let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
+    let mut header = sky_header(&info, field_id, &chunks, scale, "JY/PIXEL");
+    header.extra = vec![
+        ("PRIOR".into(), HeaderValue::Str(prior_name(&args))),
+        (
+            "METHOD".into(),
+            HeaderValue::Str(format!("{:?}", opts.method).to_uppercase()),
+        ),
+        ("NSAMPLES".into(), HeaderValue::I64(samples.len() as i64)),
+        ("NSTEPS".into(), HeaderValue::I64(args.steps as i64)),
+        ("SEED".into(), HeaderValue::I64(args.seed as i64)),
+        ("ALPHA".into(), HeaderValue::F64(args.alpha as f64)),
+        ("FLUXSCL".into(), HeaderValue::F64(flux_scale)),
+        ("NOISEFAC".into(), HeaderValue::F64(factor)),
+    ];
+    let inputs: Vec<&std::path::Path> = [Some(args.vis.as_path()), args.prior.as_deref()]
+        .into_iter()
+        .flatten()
+        .collect();
+    // Sanity gate and output policy before anything is written, so nothing is half-written.
+    super::common::check_fit(
+        chi2_mean,
+        mean.iter().map(|&v| v as f64).sum(),
+        &[("mean", &mean), ("std", &std), ("samples", &phys)],
+        args.allow_poor_fit,
+    )?;
+    let files = [
+        "samples.fits",
+        "mean.fits",
+        "std.fits",
+        "dirty.fits",
+        "psf.fits",
+        "residual.fits",
+        "summary.json",
+        "report.html",
+    ];
+    super::common::check_outputs(&name, &files, &inputs)?;
+    let p = |s: &str| output_path(&name, s, &inputs);
+    write_cube(
+        &p("samples")?,
+        &phys,
+        samples.len(),
+        side,
+        side,
+        &header,
+        CubeAxis::Sample,
+    )?;
+    write_image(&p("mean")?, &mean, side, side, &header)?;
+    write_image(&p("std")?, &std, side, side, &header)?;
+    let mut beam_header = sky_header(&info, field_id, &chunks, scale, "JY/BEAM");
+    beam_header.extra = vec![("WEIGHTNG".into(), HeaderValue::Str("natural".into()))];
+    write_image(&p("dirty")?, &dirty.dirty, side, side, &beam_header)?;
+    write_image(&p("psf")?, &dirty.psf, side, side, &beam_header)?;
+    write_image(&p("residual")?, &residual_dirty, side, side, &beam_header)?;
+
+    let asec = |r: f64| r.to_degrees() * 3600.0;
+    let median_min_max = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(f64::total_cmp);
+        (s[s.len() / 2], s[0], s[s.len() - 1])
+    };
+    let (chi2_med, chi2_lo, chi2_hi) = median_min_max(&chi2);
+    let total_flux: Vec<f64> = phys
+        .chunks(npix)
+        .map(|s| s.iter().map(|&v| v as f64).sum())
+        .collect();
+    let fmean = total_flux.iter().sum::<f64>() / n;
+    let fstd = (total_flux.iter().map(|f| (f - fmean).powi(2)).sum::<f64>() / n).sqrt();
+    println!("{}", args.vis.display());
+    println!(
+        "  {} samples of {side}×{side} pixels of {} ({} steps, {:?}), {:.1} s sampling",
+        samples.len(),
+        format_angle(scale),
+        args.steps,
+        opts.method,
+        t_sample.as_secs_f64()
+    );
+    println!(
+        "  {} visibilities ({} data in the {:?} likelihood), noise {}, flux scale {:.4} Jy/pixel",
+        n_usable,
+        n_data,
+        likelihood,
+        match noise {
+            Some(e) => format!(
+                "from {} successive differences (σ² = {:.3e}/w)",
+                e.n_pairs, e.weight_factor
+            ),
+            None => "σ² = 1/WEIGHT".into(),
+        },
+        flux_scale
+    );
+    println!(
+        "  reduced χ² over all visibilities: mean image {chi2_mean:.3}; samples median \
+         {chi2_med:.3} (range {chi2_lo:.3}–{chi2_hi:.3})"
+    );
+    if let Some(x) = chi2_raw {
+        println!(
+            "  ({} self-calibration rounds: χ² against the gain-corrected data; the mean against \
+             the data as they came: {x:.3})",
+            args.selfcal
+        );
+    }
+    if likelihood == LikelihoodArg::Gridded {
+        println!(
+            "  reduced χ² of the samples over the {n_data} gridded cells: median {:.3}",
+            median_min_max(&chi2_lik).0
+        );
+    }
+    if let Some(x) = chi2_clean {
+        println!(
+            "  reduced χ² of the CLEAN model (natural, 1σ auto-threshold) at this geometry: {x:.3}"
+        );
+    }
+    if !compact.is_empty() {
+        println!(
+            "  {} compact components (flat prior on flux), diffuse emission under the prior:",
+            compact.len()
+        );
+        for k in compact.iter().take(8) {
+            println!(
+                "    ΔRA {} ΔDec {}: {:.4} ± {:.4} Jy",
+                format_angle((k.offset_asec[0] / 3600.0).to_radians()),
+                format_angle((k.offset_asec[1] / 3600.0).to_radians()),
+                k.flux_mean,
+                k.flux_std
+            );
+        }
+        if compact.len() > 8 {
+            println!("    … {} more in the summary JSON", compact.len() - 8);
+        }
+    }
+    println!("  total flux {fmean:.4} ± {fstd:.4} Jy");
+    let summary = vec![
+        ("Measurement Set".into(), args.vis.display().to_string()),
+        ("Prior".into(), prior_name(&args)),
+        (
+            "Sampling".into(),
+            format!(
+                "{} samples, {} steps, {:?}, {:?} likelihood, α = {}, seed {}",
+                samples.len(),
+                args.steps,
+                opts.method,
+                likelihood,
+                args.alpha,
+                args.seed
+            ),
+        ),
+        (
+            "Image".into(),
+            format!("{side}×{side} pixels of {}", format_angle(scale)),
+        ),
+        (
+            "Flux scale".into(),
+            format!("{flux_scale:.4} Jy/pixel at prior value 1"),
+        ),
+        ("Total flux".into(), format!("{fmean:.4} ± {fstd:.4} Jy")),
+        (
+            "Noise".into(),
+            match noise {
+                Some(e) => format!(
+                    "σ² = {:.3e}/w from {} successive differences",
+                    e.weight_factor, e.n_pairs
+                ),
+                None => "σ² = 1/WEIGHT".into(),
+            },
+        ),
+        (
+            "Reduced χ² of the mean".into(),
+            format!("{chi2_mean:.3} over {n_usable} visibilities"),
+        ),
+        (
+            "Reduced χ² of the CLEAN model".into(),
+            chi2_clean.map_or_else(
+                || "no CLEAN model".into(),
+                |x| format!("{x:.3} (same visibilities and noise)"),
+            ),
+        ),
+        (
+            "Compact components".into(),
+            if compact.is_empty() {
+                "none: the whole sky under the prior".into()
+            } else {
+                format!(
+                    "{} pixels with a flat prior on flux, {:.4} Jy in all (brightest {:.4} ± {:.4} Jy)",
+                    compact.len(),
+                    compact.iter().map(|k| k.flux_mean).sum::<f64>(),
+                    compact[0].flux_mean,
+                    compact[0].flux_std
+                )
+            },
+        ),
+        ("Dirty image".into(), "natural weighting, Jy/beam".into()),
+        (
+            "Sampling time".into(),
+            format!("{:.1} s", t_sample.as_secs_f64()),
+        ),
+    ];
+    let mut summary = summary;
+    if let Some(c) = &clean_baseline {
+        summary.push((
+            "CLEAN image".into(),
+            format!(
+                "natural weighting, {} iterations, {} major cycles, beam {:.2}″ × {:.2}″ PA {:.0}°",
+                c.iterations,
+                c.major_cycles,
+                c.beam.major_deg * 3600.0,
+                c.beam.minor_deg * 3600.0,
+                c.beam.pa_deg
+            ),
+        ));
+    }
+    let report = PosteriorReport {
+        title: format!(
+            "{} — posterior ({} samples, {:?})",
+            args.vis.file_name().map_or_else(
+                || args.vis.display().to_string(),
+                |f| f.to_string_lossy().into_owned()
+            ),
+            samples.len(),
+            opts.method
+        ),
+        ny: side,
+        nx: side,
+        pixel_asec: asec(scale),
+        dirty: &dirty.dirty,
+        mean: &mean,
+        std: &std,
+        samples: &phys,
+        n_samples: samples.len(),
+        residual_dirty: &residual_dirty,
+        clean_image: clean_baseline.as_ref().map(|c| c.restored.as_slice()),
+        chi2: &chi2,
+        chi2_mean,
+        chi2_clean,
+        beam_significance: beam_significance.as_deref(),
+        uv_dist: &uv_dist,
+        data_amp: &data_amp,
+        model_amp: &model_amp,
+        summary,
+    };
+    let html = write_report(&name, &report)?;
+    // The same numbers for scripts (calibration studies, pipelines), next to the FITS files.
+    let json = serde_json::json!({
+        "measurement_set": args.vis,
+        "prior": prior_name(&args),
+        "method": format!("{:?}", opts.method).to_lowercase(),
+        "likelihood": format!("{likelihood:?}").to_lowercase(),
+        "samples": samples.len(),
+        "steps": args.steps,
+        "seed": args.seed,
+        "alpha": args.alpha,
+        "image_size": side,
+        "pixel_arcsec": asec(scale),
+        "flux_scale_jy_per_pixel": flux_scale,
+        "noise_factor": factor,
+        "n_visibilities": n_usable,
+        "n_likelihood_data": n_data,
+        "reduced_chi2_mean_image": chi2_mean,
+        "reduced_chi2_clean_model": chi2_clean,
+        "selfcal": selfcal_log,
+        "reduced_chi2_mean_image_uncalibrated_data": chi2_raw,
+        "compact_components": compact.iter().map(|k| serde_json::json!({
+            "pixel_yx": k.pixel_yx,
+            "offset_arcsec_ra_dec": k.offset_asec,
+            "flux_jy": { "mean": k.flux_mean, "std": k.flux_std },
+        })).collect::<Vec<_>>(),
+        "reduced_chi2_samples": chi2,
+        "reduced_chi2_samples_likelihood_data": chi2_lik,
+        "total_flux_jy": { "mean": fmean, "std": fstd },
+        "sampling_seconds": t_sample.as_secs_f64(),
+    });
+    let jp = p("summary")?.with_extension("json");
+    crate::io::write_atomic(&jp, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("cannot write {}", jp.display()))?;
+    println!(
+        "  wrote {name}-samples.fits, -mean, -std, -dirty, -psf, -residual, -summary.json and {} in {:.1} s",
+        html.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// One posterior run on `chunks`: noise, classic products, CLEAN, compact components, flux
+/// scale, the samples, their mean and std, and the mean's χ².
+#[allow(clippy::too_many_arguments)]
+fn posterior_pass(
+    args: &ImageArgs,
+    model: &ScoreModel,
+    chunks: &[VisChunk],
+    geometry: ImageGeometry,
+    nufft_opts: &NufftOptions,
+    opts: &PosteriorOptions,
+    n_usable: usize,
+) -> anyhow::Result<Pass> {
+    let side = geometry.nx;
     // Classic products at the posterior's geometry, natural weighting (what the likelihood sees).
     let mut img_opts = ImagingOptions::new(geometry, Weighting::Natural);
     img_opts.nufft = nufft_opts.clone();
@@ -249,25 +677,12 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     let factor = noise.map_or(1.0, |n| n.weight_factor);
 
     // The likelihood, in the prior's normalised units (flux scale folded into the operator).
-    let c = match chunks.as_slice() {
+    let c = match chunks {
         [c] => c,
         _ => bail!(
             "{} has spectral windows with different channel frequencies; select one with --spw",
             args.vis.display()
         ),
-    };
-    let opts = PosteriorOptions {
-        method: match args.method {
-            MethodArg::Cla => Method::Cla,
-            MethodArg::Dps => Method::Dps,
-        },
-        n_samples: args.samples,
-        steps: args.steps,
-        batch: args.batch,
-        seed: args.seed,
-        alpha: args.alpha,
-        corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
-        cancel: Some(super::interrupt::flag()),
     };
     // Every usable visibility, its σ, and one NUFFT plan for the likelihood and the χ².
     let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
@@ -439,302 +854,76 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         .map(|(m, s)| (s - m * m).max(0.0).sqrt() as f32)
         .collect();
     let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-    // χ² of the mean against every visibility (whatever the likelihood used).
-    let (chi2_mean, model) = visibility_chi2(&vis_nufft, c, factor, &mean);
-    // The samples against the data themselves, whatever the likelihood met: for the gridded
-    // likelihood the cells are fewer than the visibilities and blind to variation inside a
-    // cell, so its own χ² is not the yardstick.
-    let chi2: Vec<f64> = phys
-        .chunks(npix)
-        .map(|s| visibility_chi2(&vis_nufft, c, factor, s).0)
-        .collect();
-    let (residual_dirty, uv_dist, data_amp, model_amp) =
-        residual_products(c, &model, &geometry, &nufft_opts, dirty.stats.weight_sum)?;
-    // CLEAN's model against the same visibilities and noise: the yardstick a user knows.
-    let chi2_clean = clean_baseline
-        .as_ref()
-        .map(|cb| visibility_chi2(&vis_nufft, c, factor, &cb.model).0);
-    let compact = compact_summary(&compact_px, &phys, &geometry);
-    // Significance at CLEAN's resolution: each sample convolved with the restoring beam, so
-    // that the posterior and CLEAN are judged on the same footing (a pixel of the mean is far
-    // smaller than a beam, and its significance per pixel far lower).
-    let beam_significance = clean_baseline
-        .as_ref()
-        .map(|cb| beam_significance(&phys, samples.len(), &geometry, &cb.pixel_beam));
-
-    let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
-    let mut header = sky_header(&info, field_id, &chunks, scale, "JY/PIXEL");
-    header.extra = vec![
-        ("PRIOR".into(), HeaderValue::Str(prior_name(&args))),
-        (
-            "METHOD".into(),
-            HeaderValue::Str(format!("{:?}", opts.method).to_uppercase()),
-        ),
-        ("NSAMPLES".into(), HeaderValue::I64(samples.len() as i64)),
-        ("NSTEPS".into(), HeaderValue::I64(args.steps as i64)),
-        ("SEED".into(), HeaderValue::I64(args.seed as i64)),
-        ("ALPHA".into(), HeaderValue::F64(args.alpha as f64)),
-        ("FLUXSCL".into(), HeaderValue::F64(flux_scale)),
-        ("NOISEFAC".into(), HeaderValue::F64(factor)),
-    ];
-    let inputs: Vec<&std::path::Path> = [Some(args.vis.as_path()), args.prior.as_deref()]
-        .into_iter()
-        .flatten()
-        .collect();
-    // Sanity gate and output policy before anything is written, so nothing is half-written.
-    super::common::check_fit(
-        chi2_mean,
-        mean.iter().map(|&v| v as f64).sum(),
-        &[("mean", &mean), ("std", &std), ("samples", &phys)],
-        args.allow_poor_fit,
-    )?;
-    let files = [
-        "samples.fits",
-        "mean.fits",
-        "std.fits",
-        "dirty.fits",
-        "psf.fits",
-        "residual.fits",
-        "summary.json",
-        "report.html",
-    ];
-    super::common::check_outputs(&name, &files, &inputs)?;
-    let p = |s: &str| output_path(&name, s, &inputs);
-    write_cube(
-        &p("samples")?,
-        &phys,
-        samples.len(),
-        side,
-        side,
-        &header,
-        CubeAxis::Sample,
-    )?;
-    write_image(&p("mean")?, &mean, side, side, &header)?;
-    write_image(&p("std")?, &std, side, side, &header)?;
-    let mut beam_header = sky_header(&info, field_id, &chunks, scale, "JY/BEAM");
-    beam_header.extra = vec![("WEIGHTNG".into(), HeaderValue::Str("natural".into()))];
-    write_image(&p("dirty")?, &dirty.dirty, side, side, &beam_header)?;
-    write_image(&p("psf")?, &dirty.psf, side, side, &beam_header)?;
-    write_image(&p("residual")?, &residual_dirty, side, side, &beam_header)?;
-
-    let asec = |r: f64| r.to_degrees() * 3600.0;
-    let median_min_max = |v: &[f64]| {
-        let mut s = v.to_vec();
-        s.sort_by(f64::total_cmp);
-        (s[s.len() / 2], s[0], s[s.len() - 1])
-    };
-    let (chi2_med, chi2_lo, chi2_hi) = median_min_max(&chi2);
-    let total_flux: Vec<f64> = phys
-        .chunks(npix)
-        .map(|s| s.iter().map(|&v| v as f64).sum())
-        .collect();
-    let fmean = total_flux.iter().sum::<f64>() / n;
-    let fstd = (total_flux.iter().map(|f| (f - fmean).powi(2)).sum::<f64>() / n).sqrt();
-    println!("{}", args.vis.display());
-    println!(
-        "  {} samples of {side}×{side} pixels of {} ({} steps, {:?}), {:.1} s sampling",
-        samples.len(),
-        format_angle(scale),
-        args.steps,
-        opts.method,
-        t_sample.as_secs_f64()
-    );
-    println!(
-        "  {} visibilities ({} data in the {:?} likelihood), noise {}, flux scale {:.4} Jy/pixel",
-        n_usable,
+    let chi2_mean = visibility_chi2(&vis_nufft, c, factor, &mean).0;
+    Ok(Pass {
+        dirty,
+        noise,
+        factor,
+        vis_nufft,
+        clean_baseline,
+        compact_px,
+        flux_scale,
+        samples,
+        chi2_lik,
+        t_sample,
         n_data,
         likelihood,
-        match noise {
-            Some(e) => format!(
-                "from {} successive differences (σ² = {:.3e}/w)",
-                e.n_pairs, e.weight_factor
-            ),
-            None => "σ² = 1/WEIGHT".into(),
-        },
-        flux_scale
-    );
-    println!(
-        "  reduced χ² over all visibilities: mean image {chi2_mean:.3}; samples median \
-         {chi2_med:.3} (range {chi2_lo:.3}–{chi2_hi:.3})"
-    );
-    if likelihood == LikelihoodArg::Gridded {
-        println!(
-            "  reduced χ² of the samples over the {n_data} gridded cells: median {:.3}",
-            median_min_max(&chi2_lik).0
-        );
-    }
-    if let Some(x) = chi2_clean {
-        println!(
-            "  reduced χ² of the CLEAN model (natural, 1σ auto-threshold) at this geometry: {x:.3}"
-        );
-    }
-    if !compact.is_empty() {
-        println!(
-            "  {} compact components (flat prior on flux), diffuse emission under the prior:",
-            compact.len()
-        );
-        for k in compact.iter().take(8) {
-            println!(
-                "    ΔRA {} ΔDec {}: {:.4} ± {:.4} Jy",
-                format_angle((k.offset_asec[0] / 3600.0).to_radians()),
-                format_angle((k.offset_asec[1] / 3600.0).to_radians()),
-                k.flux_mean,
-                k.flux_std
-            );
-        }
-        if compact.len() > 8 {
-            println!("    … {} more in the summary JSON", compact.len() - 8);
-        }
-    }
-    println!("  total flux {fmean:.4} ± {fstd:.4} Jy");
-    let summary = vec![
-        ("Measurement Set".into(), args.vis.display().to_string()),
-        ("Prior".into(), prior_name(&args)),
-        (
-            "Sampling".into(),
-            format!(
-                "{} samples, {} steps, {:?}, {:?} likelihood, α = {}, seed {}",
-                samples.len(),
-                args.steps,
-                opts.method,
-                likelihood,
-                args.alpha,
-                args.seed
-            ),
-        ),
-        (
-            "Image".into(),
-            format!("{side}×{side} pixels of {}", format_angle(scale)),
-        ),
-        (
-            "Flux scale".into(),
-            format!("{flux_scale:.4} Jy/pixel at prior value 1"),
-        ),
-        ("Total flux".into(), format!("{fmean:.4} ± {fstd:.4} Jy")),
-        (
-            "Noise".into(),
-            match noise {
-                Some(e) => format!(
-                    "σ² = {:.3e}/w from {} successive differences",
-                    e.weight_factor, e.n_pairs
-                ),
-                None => "σ² = 1/WEIGHT".into(),
-            },
-        ),
-        (
-            "Reduced χ² of the mean".into(),
-            format!("{chi2_mean:.3} over {n_usable} visibilities"),
-        ),
-        (
-            "Reduced χ² of the CLEAN model".into(),
-            chi2_clean.map_or_else(
-                || "no CLEAN model".into(),
-                |x| format!("{x:.3} (same visibilities and noise)"),
-            ),
-        ),
-        (
-            "Compact components".into(),
-            if compact.is_empty() {
-                "none: the whole sky under the prior".into()
-            } else {
-                format!(
-                    "{} pixels with a flat prior on flux, {:.4} Jy in all (brightest {:.4} ± {:.4} Jy)",
-                    compact.len(),
-                    compact.iter().map(|k| k.flux_mean).sum::<f64>(),
-                    compact[0].flux_mean,
-                    compact[0].flux_std
-                )
-            },
-        ),
-        ("Dirty image".into(), "natural weighting, Jy/beam".into()),
-        (
-            "Sampling time".into(),
-            format!("{:.1} s", t_sample.as_secs_f64()),
-        ),
-    ];
-    let mut summary = summary;
-    if let Some(c) = &clean_baseline {
-        summary.push((
-            "CLEAN image".into(),
-            format!(
-                "natural weighting, {} iterations, {} major cycles, beam {:.2}″ × {:.2}″ PA {:.0}°",
-                c.iterations,
-                c.major_cycles,
-                c.beam.major_deg * 3600.0,
-                c.beam.minor_deg * 3600.0,
-                c.beam.pa_deg
-            ),
-        ));
-    }
-    let report = PosteriorReport {
-        title: format!(
-            "{} — posterior ({} samples, {:?})",
-            args.vis.file_name().map_or_else(
-                || args.vis.display().to_string(),
-                |f| f.to_string_lossy().into_owned()
-            ),
-            samples.len(),
-            opts.method
-        ),
-        ny: side,
-        nx: side,
-        pixel_asec: asec(scale),
-        dirty: &dirty.dirty,
-        mean: &mean,
-        std: &std,
-        samples: &phys,
-        n_samples: samples.len(),
-        residual_dirty: &residual_dirty,
-        clean_image: clean_baseline.as_ref().map(|c| c.restored.as_slice()),
-        chi2: &chi2,
+        phys,
+        mean,
+        std,
         chi2_mean,
-        chi2_clean,
-        beam_significance: beam_significance.as_deref(),
-        uv_dist: &uv_dist,
-        data_amp: &data_amp,
-        model_amp: &model_amp,
-        summary,
-    };
-    let html = write_report(&name, &report)?;
-    // The same numbers for scripts (calibration studies, pipelines), next to the FITS files.
-    let json = serde_json::json!({
-        "measurement_set": args.vis,
-        "prior": prior_name(&args),
-        "method": format!("{:?}", opts.method).to_lowercase(),
-        "likelihood": format!("{likelihood:?}").to_lowercase(),
-        "samples": samples.len(),
-        "steps": args.steps,
-        "seed": args.seed,
-        "alpha": args.alpha,
-        "image_size": side,
-        "pixel_arcsec": asec(scale),
-        "flux_scale_jy_per_pixel": flux_scale,
-        "noise_factor": factor,
-        "n_visibilities": n_usable,
-        "n_likelihood_data": n_data,
-        "reduced_chi2_mean_image": chi2_mean,
-        "reduced_chi2_clean_model": chi2_clean,
-        "compact_components": compact.iter().map(|k| serde_json::json!({
-            "pixel_yx": k.pixel_yx,
-            "offset_arcsec_ra_dec": k.offset_asec,
-            "flux_jy": { "mean": k.flux_mean, "std": k.flux_std },
-        })).collect::<Vec<_>>(),
-        "reduced_chi2_samples": chi2,
-        "reduced_chi2_samples_likelihood_data": chi2_lik,
-        "total_flux_jy": { "mean": fmean, "std": fstd },
-        "sampling_seconds": t_sample.as_secs_f64(),
-    });
-    let jp = p("summary")?.with_extension("json");
-    crate::io::write_atomic(&jp, serde_json::to_string_pretty(&json)?.as_bytes())
-        .with_context(|| format!("cannot write {}", jp.display()))?;
-    println!(
-        "  wrote {name}-samples.fits, -mean, -std, -dirty, -psf, -residual, -summary.json and {} in {:.1} s",
-        html.display(),
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+    })
 }
 
+/// What [`posterior_pass`] returns.
+struct Pass {
+    dirty: crate::imaging::DirtyProducts,
+    noise: Option<crate::imaging::NoiseEstimate>,
+    factor: f64,
+    vis_nufft: Nufft,
+    clean_baseline: Option<crate::imaging::CleanResult>,
+    compact_px: Vec<usize>,
+    flux_scale: f64,
+    samples: Vec<Vec<f32>>,
+    chi2_lik: Vec<f64>,
+    t_sample: std::time::Duration,
+    n_data: usize,
+    likelihood: LikelihoodArg,
+    /// Samples in Jy/pixel, one after another.
+    phys: Vec<f32>,
+    mean: Vec<f32>,
+    std: Vec<f32>,
+    chi2_mean: f64,
+}
+
+/// The mean's model visibilities at every visibility of `c` (zero where unusable), for the
+/// gain solver.
+fn full_model_vis(op: &Nufft, c: &VisChunk, image: &[f32]) -> Vec<num_complex::Complex<f32>> {
+    let mut m = vec![0.0f32; op.data_len()];
+    op.forward(image, &mut m);
+    let mut out = vec![num_complex::Complex::new(0.0f32, 0.0); c.vis.len()];
+    let used = (0..c.vis.len()).filter(|&k| c.weight[k] > 0.0);
+    for (k, v) in used.zip(m.chunks(2)) {
+        out[k] = num_complex::Complex::new(v[0], v[1]);
+    }
+    out
+}
+
+fn selfcal_options(args: &ImageArgs) -> anyhow::Result<SelfcalOptions> {
+    Ok(SelfcalOptions {
+        mode: match args.selfcal_mode {
+            SelfcalModeArg::P => GainMode::Phase,
+            SelfcalModeArg::Ap => GainMode::AmplitudePhase,
+        },
+        interval: match args.selfcal_interval.as_str() {
+            "scan" => SolutionInterval::Scan,
+            s => SolutionInterval::Seconds(s.parse().map_err(|_| {
+                anyhow::anyhow!("--selfcal-interval must be 'scan' or seconds, got '{s}'")
+            })?),
+        },
+        ..Default::default()
+    })
+}
 /// Posterior skies (prior units) with the compact fluxes drawn in.
 struct SkyDraws {
     samples: Vec<Vec<f32>>,

@@ -8,6 +8,7 @@ mod dirty;
 mod error;
 pub mod fit;
 pub mod noise;
+pub mod selfcal;
 pub mod weighting;
 
 pub use beam::{fit_beam, fit_beam_with, BeamFitRegion, PixelBeam};
@@ -16,4 +17,7 @@ pub use compact::{compact_pixels, CompactOptions};
 pub use dirty::{make_dirty_and_psf, DirtyProducts, ImagingOptions, UvStats};
 pub use error::ImagingError;
 pub use noise::{estimate_noise, NoiseEstimate};
+pub use selfcal::{
+    solve_gains, GainMode, GainSolution, SelfcalError, SelfcalOptions, SolutionInterval,
+};
 pub use weighting::Weighting;
