@@ -6,7 +6,9 @@ use std::f64::consts::PI;
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
-use interf_image::prior::logp::{elbo, ode_log_density, ElboOptions, LogDensityPrior, OdeOptions};
+use interf_image::prior::logp::{
+    elbo, ode_log_density, ElboOptions, LogDensityPrior, OdeOptions, Point,
+};
 use interf_image::prior::sde::{Sde, SdeConfig, VeSde};
 use interf_image::sample::posterior::PriorScore;
 use rand::rngs::StdRng;
@@ -107,6 +109,22 @@ impl Gaussian {
         -0.5 * (D as f64 * (2.0 * PI).ln() + logdet + q)
     }
 
+    /// What the estimators target at `point`: `log p_{t_ε}(x)` with `p_{t_ε} = N(μ, Σ + σ(t_ε)²
+    /// I)`, or its mean at `x + σ(t_ε) z`, which is lower by `½ σ(t_ε)² tr((Σ + σ(t_ε)² I)⁻¹)`.
+    fn target(&self, x: &[f64], point: Point) -> f64 {
+        let s0 = self.sde.sigma(T_EPS).powi(2);
+        let at_x = self.log_density(x, s0);
+        match point {
+            Point::Image => at_x,
+            Point::Noisy => {
+                let v = self.s2 + s0;
+                let trace = (D - self.a.len()) as f64 / v
+                    + self.a.iter().map(|a| 1.0 / (v + a)).sum::<f64>();
+                at_x - 0.5 * s0 * trace
+            }
+        }
+    }
+
     /// Where the exact probability-flow ODE carries `x` from t_ε to 1: each eigen-direction
     /// of `x − μ` scales by `√((λ + σ(1)²)/(λ + σ(t_ε)²))`.
     fn flow_to_one(&self, x: &[f64]) -> Vec<f64> {
@@ -200,99 +218,112 @@ fn correlated() -> Gaussian {
     Gaussian::new(0.3, &[2.0, 1.0, 0.5], 100.0)
 }
 
-/// The ODE's log-density of three draws equals the closed form within 3 standard errors plus
-/// the integrator's allowance (RK4, 50 steps: 0.05 nats); the exact value is the density at
-/// t_ε, `N(μ, Σ + σ(t_ε)² I)`, whose difference from `N(μ, Σ)` is printed (≈ 1e-4 nats).
-#[test]
-fn ode_matches_the_closed_form_of_a_gaussian() {
-    for (name, g) in [
+/// The Gaussians of the tests: `N(μ, 0.3² I)`; the correlated one; and a sharp `N(μ, (2e-3)² I)`,
+/// only twice σ(t_ε) wide, where the two evaluation points differ by 26 nats.
+fn gaussians() -> Vec<(&'static str, Gaussian)> {
+    vec![
         ("isotropic N(μ, 0.3² I)", Gaussian::new(0.3, &[], 100.0)),
         ("correlated", correlated()),
-    ] {
+        ("sharp N(μ, 0.002² I)", Gaussian::new(2e-3, &[], 100.0)),
+    ]
+}
+
+/// The ODE's log-density of three draws equals the closed form within 3 standard errors plus
+/// the integrator's allowance (RK4, 50 steps: 0.05 nats) and the computed bias of `π`, at the
+/// image and at the image plus σ(t_ε) noise. The exact value is the density at t_ε,
+/// `N(μ, Σ + σ(t_ε)² I)`; its difference from `N(μ, Σ)` is printed too.
+#[test]
+fn ode_matches_the_closed_form_of_a_gaussian() {
+    for (name, g) in gaussians() {
         let (xs, x) = g.draws(3, 11);
-        let opts = OdeOptions {
-            steps: 50,
-            probes: 8,
-            seed: 3,
-            batch: 24,
-        };
-        let t0 = Instant::now();
-        let r = ode_log_density(&g, &x, &opts, None).unwrap();
-        let secs = t0.elapsed().as_secs_f64();
-        for (xi, ri) in xs.iter().zip(&r) {
-            let exact = g.log_density(xi, g.sde.sigma(T_EPS).powi(2));
-            let at_zero = g.log_density(xi, 0.0);
-            let bias = g.prior_bias(xi);
-            eprintln!(
-                "{name}: exact log p_t_eps {exact:.3} (σ = 0: {at_zero:.3}), ODE {:.3} ± {:.3} \
-                 ({:.4} ± {:.4} bits/dim), ODE − exact {:+.3}, bias of π {bias:+.4}; {secs:.2} s",
-                ri.nats,
-                ri.std_err,
-                ri.bits_per_dim(),
-                ri.bits_per_dim_err(),
-                ri.nats - exact
-            );
-            assert!(
-                (ri.nats - exact).abs() <= 3.0 * ri.std_err + bias.abs() + 0.05,
-                "{name}: ODE {ri:?} vs exact {exact} (bias of π {bias})"
-            );
-            assert!(
-                bias.abs() < 0.2,
-                "σ_max too small for the test: bias {bias}"
-            );
-        }
-        if g.a.is_empty() {
-            // Rademacher probes are exact on a diagonal Jacobian.
-            assert!(r.iter().all(|ri| ri.std_err < 1e-3), "{r:?}");
-        } else {
-            // The test must be able to fail: a real spread over the probes, not a huge one.
-            assert!(
-                r.iter().all(|ri| ri.std_err > 0.05 && ri.std_err < 3.0),
-                "{r:?}"
-            );
+        for point in [Point::Image, Point::Noisy] {
+            let opts = OdeOptions {
+                steps: 50,
+                probes: 8,
+                seed: 3,
+                batch: 24,
+                point,
+            };
+            let t0 = Instant::now();
+            let r = ode_log_density(&g, &x, &opts, None).unwrap();
+            let secs = t0.elapsed().as_secs_f64();
+            for (xi, ri) in xs.iter().zip(&r) {
+                let exact = g.target(xi, point);
+                let at_zero = g.log_density(xi, 0.0);
+                let bias = g.prior_bias(xi);
+                eprintln!(
+                    "{name}, {point:?}: exact {exact:.3} (σ = 0: {at_zero:.3}), ODE {:.3} ± {:.3} \
+                     ({:.4} ± {:.4} bits/dim), ODE − exact {:+.3}, bias of π {bias:+.4}; \
+                     {secs:.2} s",
+                    ri.nats,
+                    ri.std_err,
+                    ri.bits_per_dim(),
+                    ri.bits_per_dim_err(),
+                    ri.nats - exact
+                );
+                assert!(
+                    (ri.nats - exact).abs() <= 3.0 * ri.std_err + bias.abs() + 0.05,
+                    "{name}, {point:?}: ODE {ri:?} vs exact {exact} (bias of π {bias})"
+                );
+                assert!(
+                    bias.abs() < 0.2,
+                    "σ_max too small for the test: bias {bias}"
+                );
+            }
+            if g.a.is_empty() && point == Point::Image {
+                // Rademacher probes are exact on a diagonal Jacobian.
+                assert!(r.iter().all(|ri| ri.std_err < 1e-3), "{r:?}");
+            }
+            if !g.a.is_empty() {
+                // The test must be able to fail: a real spread over the probes, not a huge one.
+                assert!(
+                    r.iter().all(|ri| ri.std_err > 0.05 && ri.std_err < 3.0),
+                    "{r:?}"
+                );
+            }
         }
     }
 }
 
 /// The ELBO with the exact score is a bound (≤ the exact value within 3 standard errors) and a
-/// tight one (within 3 standard errors + 0.5 nats: the only gap is `π ≠ p_1`).
+/// tight one (within 3 standard errors + 0.5 nats: the only gap is `π ≠ p_1`), at both points.
 #[test]
 fn elbo_bounds_a_gaussian_from_below_and_tightly() {
-    for (name, g) in [
-        ("isotropic N(μ, 0.3² I)", Gaussian::new(0.3, &[], 100.0)),
-        ("correlated", correlated()),
-    ] {
+    for (name, g) in gaussians() {
         let (xs, x) = g.draws(3, 12);
-        let opts = ElboOptions {
-            samples: 512,
-            seed: 5,
-            batch: 64,
-        };
-        let t0 = Instant::now();
-        let r = elbo(&g, &x, &opts, None).unwrap();
-        let secs = t0.elapsed().as_secs_f64();
-        for (xi, ri) in xs.iter().zip(&r) {
-            let exact = g.log_density(xi, g.sde.sigma(T_EPS).powi(2));
-            eprintln!(
-                "{name}: exact {exact:.3}, ELBO {:.3} ± {:.3} ({:.4} ± {:.4} bits/dim), \
-                 ELBO − exact {:+.3} = {:+.2} SE; {secs:.2} s",
-                ri.nats,
-                ri.std_err,
-                ri.bits_per_dim(),
-                ri.bits_per_dim_err(),
-                ri.nats - exact,
-                (ri.nats - exact) / ri.std_err
-            );
-            assert!(
-                ri.nats <= exact + 3.0 * ri.std_err,
-                "{name}: {ri:?} > {exact}"
-            );
-            assert!(
-                ri.nats >= exact - 3.0 * ri.std_err - 0.5,
-                "{name}: {ri:?} far below {exact}"
-            );
-            // A standard error that means something: neither zero nor swamping the value.
-            assert!(ri.std_err > 0.1 && ri.std_err < 30.0, "{ri:?}");
+        for point in [Point::Image, Point::Noisy] {
+            let opts = ElboOptions {
+                samples: 512,
+                seed: 5,
+                batch: 64,
+                point,
+            };
+            let t0 = Instant::now();
+            let r = elbo(&g, &x, &opts, None).unwrap();
+            let secs = t0.elapsed().as_secs_f64();
+            for (xi, ri) in xs.iter().zip(&r) {
+                let exact = g.target(xi, point);
+                eprintln!(
+                    "{name}, {point:?}: exact {exact:.3}, ELBO {:.3} ± {:.3} ({:.4} ± {:.4} \
+                     bits/dim), ELBO − exact {:+.3} = {:+.2} SE; {secs:.2} s",
+                    ri.nats,
+                    ri.std_err,
+                    ri.bits_per_dim(),
+                    ri.bits_per_dim_err(),
+                    ri.nats - exact,
+                    (ri.nats - exact) / ri.std_err
+                );
+                assert!(
+                    ri.nats <= exact + 3.0 * ri.std_err,
+                    "{name}: {ri:?} > {exact}"
+                );
+                assert!(
+                    ri.nats >= exact - 3.0 * ri.std_err - 0.5,
+                    "{name}: {ri:?} far below {exact}"
+                );
+                // A standard error that means something: neither zero nor swamping the value.
+                assert!(ri.std_err > 0.1 && ri.std_err < 30.0, "{ri:?}");
+            }
         }
     }
 }
@@ -309,6 +340,7 @@ fn seeds_reproduce_and_batching_does_not_matter() {
             probes: 4,
             seed,
             batch,
+            point: Point::Noisy,
         };
         ode_log_density(&g, &x, &o, None).unwrap()
     };
@@ -317,6 +349,7 @@ fn seeds_reproduce_and_batching_does_not_matter() {
             samples: 64,
             seed,
             batch,
+            point: Point::Noisy,
         };
         elbo(&g, &x, &o, None).unwrap()
     };
@@ -339,6 +372,7 @@ fn seeds_reproduce_and_batching_does_not_matter() {
             probes: 4,
             seed: 1,
             batch: 12,
+            point: Point::Noisy,
         },
         None,
     )
@@ -413,10 +447,11 @@ fn built_in_prior_prefers_a_galaxy_to_noise() {
 
     let t0 = Instant::now();
     let ode_opts = OdeOptions {
-        steps: 2,
+        steps: 4,
         probes: 2,
         seed: 9,
         batch: 4,
+        point: Point::Noisy,
     };
     let ode = ode_log_density(&model, &x, &ode_opts, None).unwrap();
     let t_ode = t0.elapsed().as_secs_f64();
@@ -425,6 +460,7 @@ fn built_in_prior_prefers_a_galaxy_to_noise() {
         samples: 16,
         seed: 9,
         batch: 16,
+        point: Point::Noisy,
     };
     let el = elbo(&model, &x, &el_opts, None).unwrap();
     let t_elbo = t0.elapsed().as_secs_f64();
@@ -449,10 +485,87 @@ fn built_in_prior_prefers_a_galaxy_to_noise() {
             r[1]
         );
     }
-    eprintln!("ODE (2 RK4 steps, 2 probes) {t_ode:.1} s, ELBO (16 draws) {t_elbo:.1} s");
+    eprintln!("ODE (4 RK4 steps, 2 probes) {t_ode:.1} s, ELBO (16 draws) {t_elbo:.1} s");
     assert_eq!(ode_log_density(&model, &x, &ode_opts, None).unwrap(), ode);
     assert_eq!(elbo(&model, &x, &el_opts, None).unwrap(), el);
     let wrong = Tensor::zeros((1, 1, 32, 32), DType::F32, &dev).unwrap();
     let e = elbo(&model, &wrong, &el_opts, None).unwrap_err();
     assert!(e.to_string().contains("64×64"), "{e}");
+}
+
+/// Writes an N×H×W float cube as a plain FITS primary array.
+fn write_fits(path: &std::path::Path, data: &[f32], dims: &[usize]) {
+    use fitsio::images::{ImageDescription, ImageType};
+    let desc = ImageDescription {
+        data_type: ImageType::Float,
+        dimensions: dims,
+    };
+    let mut f = fitsio::FitsFile::create(path)
+        .with_custom_primary(&desc)
+        .open()
+        .unwrap();
+    let hdu = f.primary_hdu().unwrap();
+    hdu.write_image(&mut f, data).unwrap();
+}
+
+/// `prior logp` on a two-plane cube in arbitrary units: one line per plane, each normalised by
+/// its own peak (said in the output); an image of the wrong size is refused with the sizes,
+/// not a panic.
+#[test]
+fn cli_prints_both_estimates_per_plane_and_refuses_the_wrong_size() {
+    use std::process::Command;
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cube: Vec<f32> = radio_galaxy(64).iter().map(|v| v * 3.7).collect();
+    let mut rng = StdRng::seed_from_u64(3);
+    cube.extend((0..64 * 64).map(|_| {
+        let z: f32 = StandardNormal.sample(&mut rng);
+        0.5 * z
+    }));
+    let path = tmp.path().join("cube.fits");
+    write_fits(&path, &cube, &[2, 64, 64]);
+    let out = Command::new(env!("CARGO_BIN_EXE_interf-image"))
+        .args(["prior", "logp", "--image"])
+        .arg(&path)
+        .args([
+            "--steps",
+            "1",
+            "--probes",
+            "2",
+            "--elbo-samples",
+            "4",
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    eprintln!("{stdout}");
+    assert!(stdout.contains("divided by its own peak"), "{stdout}");
+    assert!(stdout.contains("E_z log p(x + "), "{stdout}");
+    let rows: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    assert_eq!(rows.len(), 2, "{stdout}");
+    assert!(rows[0].contains("3.7000e0"), "{}", rows[0]);
+    for r in &rows {
+        // plane, scale, then value ± error and bits/dim ± error for the ODE and the ELBO.
+        assert_eq!(r.matches('±').count(), 4, "{r}");
+        assert!(!r.contains("NaN") && !r.contains("inf"), "{r}");
+    }
+
+    let small = tmp.path().join("small.fits");
+    write_fits(&small, &vec![1.0f32; 32 * 32], &[32, 32]);
+    let out = Command::new(env!("CARGO_BIN_EXE_interf-image"))
+        .args(["prior", "logp", "--image"])
+        .arg(&small)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("32×32") && stderr.contains("64×64") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
 }

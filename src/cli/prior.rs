@@ -1,4 +1,5 @@
-//! `interf-image prior train|sample`: train a score-based prior, draw unconditional samples.
+//! `interf-image prior train|sample|stats|logp`: train a score-based prior, draw unconditional
+//! samples, compare them with the training images, evaluate an image's log-density.
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +25,9 @@ pub enum PriorCommand {
     /// Compare a prior's samples with its training images: pixel values, total flux, power
     /// spectrum (numbers in stats.json, plots as PNG).
     Stats(StatsArgs),
+    /// The prior's log-density of an image (or of each plane of a cube): the probability-flow
+    /// ODE estimate and the ELBO, in nats and bits per pixel, with standard errors.
+    Logp(LogpArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -218,12 +222,87 @@ pub struct StatsArgs {
     pub quiet: bool,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AtArg {
+    /// E_z log p(x + σ(t_eps) z): the image as the prior sees it at its smallest noise level.
+    Noisy,
+    /// log p(x) at the image itself.
+    Image,
+}
+
+#[derive(Debug, Args)]
+pub struct LogpArgs {
+    /// Checkpoint folder, or `default` for the embedded prior.
+    #[arg(long, default_value = "default")]
+    pub prior: String,
+    /// A FITS image, or a cube (one estimate per plane), at the prior's image size.
+    #[arg(long)]
+    pub image: PathBuf,
+    /// RK4 steps of the probability-flow ODE from t_eps to 1 (0: no ODE estimate).
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    /// Rademacher probes of the ODE's divergence; their spread gives the standard error.
+    #[arg(long, default_value_t = 4, value_parser = at_least_two)]
+    pub probes: usize,
+    /// Monte-Carlo draws (t, noise) of the ELBO, two per time stratum: even (0: no ELBO).
+    #[arg(long, default_value_t = 256, value_parser = even_count)]
+    pub elbo_samples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Where the density is evaluated: at the image plus the prior's smallest noise σ(t_eps)
+    /// (`noisy`, fresh noise per probe and draw, averaged), or at the image itself (`image`,
+    /// where the network's score is off its training distribution).
+    #[arg(long, value_enum, default_value_t = AtArg::Noisy)]
+    pub at: AtArg,
+    /// Image value at prior value 1 (an `image` run's flux scale). Default: the FLUXSCL of an
+    /// `image` product, model units for a `prior sample` cube in model units, otherwise each
+    /// plane's own peak.
+    #[arg(long)]
+    pub flux_scale: Option<f64>,
+    /// Rows per network batch (an ODE batch holds whole images: a multiple of --probes).
+    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
+    pub batch: usize,
+    /// Most memory the network batch may take (e.g. 64GB, 500MB). Default: the memory
+    /// available now; a larger --batch is refused before anything is allocated.
+    #[arg(long, value_parser = super::common::memory_size)]
+    pub max_memory: Option<u64>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    /// Hide the progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// clap value parser of the Hutchinson probes: one probe has no spread to give an error bar.
+fn at_least_two(s: &str) -> Result<usize, String> {
+    let n = super::common::at_least_one(s)?;
+    if n < 2 {
+        return Err("must be at least 2 (their spread gives the standard error)".into());
+    }
+    Ok(n)
+}
+
+/// clap value parser of the ELBO draws: two per time stratum, so even (0 skips the ELBO).
+fn even_count(s: &str) -> Result<usize, String> {
+    let n: usize = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a whole number"))?;
+    if !n.is_multiple_of(2) {
+        return Err(format!(
+            "must be even (two draws per time stratum give the standard error), got {n}"
+        ));
+    }
+    Ok(n)
+}
+
 /// Runs a `prior` subcommand.
 pub fn run(cmd: PriorCommand) -> anyhow::Result<()> {
     match cmd {
         PriorCommand::Train(a) => run_train(a),
         PriorCommand::Sample(a) => run_sample(a),
         PriorCommand::Stats(a) => run_stats(a),
+        PriorCommand::Logp(a) => run_logp(a),
     }
 }
 
@@ -689,6 +768,235 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// `prior logp`: reads the planes, brings them to the prior's units as `image` does, and
+/// prints the ODE log-density and the ELBO of each (stdout), in nats and bits per pixel.
+fn run_logp(a: LogpArgs) -> anyhow::Result<()> {
+    use crate::prior::logp::{self, ElboOptions, OdeOptions};
+    tune_malloc();
+    if a.steps == 0 && a.elbo_samples == 0 {
+        bail!("--steps 0 and --elbo-samples 0 leave nothing to estimate");
+    }
+    if let Some(f) = a.flux_scale {
+        if !(f > 0.0 && f.is_finite()) {
+            bail!("--flux-scale must be positive and finite, got {f}");
+        }
+    }
+    let path = a.image.display();
+    let img =
+        crate::io::read_image(&a.image).with_context(|| format!("cannot read --image {path}"))?;
+    let shape = img.shape.clone();
+    if shape.len() < 2 {
+        bail!(
+            "--image {path}: a {}-D array of shape {shape:?}, not an image",
+            shape.len()
+        );
+    }
+    let (ny, nx) = (shape[shape.len() - 2], shape[shape.len() - 1]);
+    let planes: usize = shape[..shape.len() - 2].iter().product();
+    if planes == 0 || ny == 0 || nx == 0 {
+        bail!("--image {path}: holds no pixel (shape {shape:?})");
+    }
+    let dev = device(a.device)?;
+    let model = load_prior(&a.prior, &dev)?;
+    let cfg = model.config().clone();
+    let size = model.image_size();
+    if ny != size || nx != size {
+        bail!(
+            "--image {path}: its planes are {ny}×{nx} pixels, but the prior '{}' works on \
+             {size}×{size} images: resample or crop the image to {size}×{size} first (a density \
+             at another size is not this prior's)",
+            a.prior
+        );
+    }
+    let d = size * size;
+
+    // Units: what `image` divides the sky by to reach the prior's (its flux scale).
+    let header_scale = img.get_f64("FLUXSCL").filter(|f| *f > 0.0 && f.is_finite());
+    let model_units = img
+        .get_str("BUNIT")
+        .is_some_and(|u| u.trim().eq_ignore_ascii_case("model units"));
+    let (fixed, how): (Option<f64>, String) = match (a.flux_scale, header_scale, model_units) {
+        (Some(f), _, _) => (Some(f), format!("divided by --flux-scale {f}")),
+        (None, Some(f), _) => (
+            Some(f),
+            format!(
+                "divided by its FLUXSCL {f:.6}, the flux scale of the `image` run that wrote it \
+                 (its value at prior value 1)"
+            ),
+        ),
+        (None, None, true) => (
+            Some(1.0),
+            "already in the prior's model units (BUNIT 'model units'), not rescaled".into(),
+        ),
+        (None, None, false) => (
+            None,
+            "each plane divided by its own peak: the per-image-peak normalisation of the \
+             training images, and `image`'s flux scale without --flux-scale (negative pixels \
+             kept, not clipped as in training)"
+                .into(),
+        ),
+    };
+    let mut data = Vec::with_capacity(planes * d);
+    let mut scales = Vec::with_capacity(planes);
+    for p in 0..planes {
+        let plane = &img.data[p * d..(p + 1) * d];
+        let bad = plane.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            bail!(
+                "--image {path}: plane {p} holds {bad} NaN or infinite pixel(s) (blanked?): the \
+                 density is defined on finite images only"
+            );
+        }
+        let scale = match fixed {
+            Some(f) => f,
+            None => {
+                let peak = plane.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                if peak <= 0.0 {
+                    bail!(
+                        "--image {path}: plane {p} has no positive peak (its maximum is {peak}): \
+                         nothing to normalise by; give --flux-scale"
+                    );
+                }
+                peak
+            }
+        };
+        scales.push(scale);
+        data.extend(plane.iter().map(|&v| (v / scale) as f32));
+    }
+    let x = Tensor::from_vec(data, (planes, 1, size, size), &dev)?;
+
+    let point = match a.at {
+        AtArg::Noisy => logp::Point::Noisy,
+        AtArg::Image => logp::Point::Image,
+    };
+    let ode_images = (a.batch / a.probes).max(1);
+    if a.steps > 0 {
+        let rows = ode_images.min(planes) * a.probes;
+        super::common::check_network_batch(&cfg.network, rows, true, a.max_memory)?;
+    }
+    if a.elbo_samples > 0 {
+        let rows = a.batch.min(planes * a.elbo_samples);
+        super::common::check_network_batch(&cfg.network, rows, false, a.max_memory)?;
+    }
+    let ode = if a.steps > 0 {
+        let opts = OdeOptions {
+            steps: a.steps,
+            probes: a.probes,
+            seed: a.seed,
+            batch: a.batch,
+            point,
+        };
+        let pb = counted_bar(a.quiet, planes.div_ceil(ode_images) * a.steps, "ODE steps");
+        let t0 = std::time::Instant::now();
+        let r = logp::ode_log_density(&model, &x, &opts, Some(&pb))?;
+        pb.finish_and_clear();
+        Some((r, t0.elapsed().as_secs_f64()))
+    } else {
+        None
+    };
+    let elbo = if a.elbo_samples > 0 {
+        let opts = ElboOptions {
+            samples: a.elbo_samples,
+            seed: a.seed,
+            batch: a.batch,
+            point,
+        };
+        let pb = counted_bar(
+            a.quiet,
+            (planes * a.elbo_samples).div_ceil(a.batch),
+            "ELBO batches",
+        );
+        let t0 = std::time::Instant::now();
+        let r = logp::elbo(&model, &x, &opts, Some(&pb))?;
+        pb.finish_and_clear();
+        Some((r, t0.elapsed().as_secs_f64()))
+    } else {
+        None
+    };
+
+    let sde = match cfg.sde {
+        SdeConfig::Ve(v) => format!("VE SDE, σ {}…{:.4}", v.sigma_min, v.sigma_max),
+        SdeConfig::Vp(v) => format!("VP SDE, β {}…{}", v.beta_min, v.beta_max),
+    };
+    let trained = match cfg.normalisation {
+        data::Normalisation::PerImagePeak { .. } => "per-image-peak".to_string(),
+        data::Normalisation::Global { offset, scale } => format!("(v − {offset})/{scale}"),
+        data::Normalisation::NoiseRms { rms } => format!("v/{rms} (noise rms)"),
+    };
+    println!(
+        "prior '{}': {size}×{size} images, {sde}, trained on {trained} normalised images",
+        a.prior
+    );
+    println!("image {path}: {planes} plane(s); units: {how}");
+    let sig0 = cfg.sde.sigma(cfg.t_eps);
+    let at = match point {
+        logp::Point::Noisy => {
+            format!("E_z log p(x + {sig0:.4e} z), averaged over fresh noise z per probe and draw")
+        }
+        logp::Point::Image => "log p(x) at the image itself (--at image)".to_string(),
+    };
+    println!(
+        "log p: the density at the prior's smallest noise level σ(t_eps = {}) = {sig0:.4e}, \
+         in those units, nats: {at}; bits/dim = −log p/({d}·ln 2) of the continuous density \
+         (no dequantisation offset); ± one standard error",
+        cfg.t_eps,
+    );
+    let cell = |r: Option<&logp::LogDensity>| match r {
+        Some(r) => format!(
+            "{:>12.1} ± {:<8.1}{:>9.4} ± {:<7.4}",
+            r.nats,
+            r.std_err,
+            r.bits_per_dim(),
+            r.bits_per_dim_err()
+        ),
+        None => format!("{:>12} {:<10}{:>9} {:<9}", "—", "", "—", ""),
+    };
+    println!(
+        "{:>5}  {:>11}  {:>23}{:>19}  {:>23}{:>19}",
+        "plane", "scale", "ODE log p (nats)", "bits/dim", "ELBO (nats)", "bits/dim"
+    );
+    for (p, scale) in scales.iter().enumerate() {
+        println!(
+            "{p:>5}  {scale:>11.4e}  {}  {}",
+            cell(ode.as_ref().map(|(r, _)| &r[p])),
+            cell(elbo.as_ref().map(|(r, _)| &r[p]))
+        );
+    }
+    let mut how_run = Vec::new();
+    if let Some((_, secs)) = &ode {
+        how_run.push(format!(
+            "ODE: RK4, {} steps, {} Rademacher probes, seed {}, {secs:.1} s",
+            a.steps, a.probes, a.seed
+        ));
+    }
+    if let Some((_, secs)) = &elbo {
+        how_run.push(format!(
+            "ELBO: {} draws in {} time strata, seed {}, {secs:.1} s (a lower bound of log p)",
+            a.elbo_samples,
+            a.elbo_samples / 2,
+            a.seed
+        ));
+    }
+    println!("{}", how_run.join("; "));
+    Ok(())
+}
+
+/// A progress bar counting `unit` (hidden with `quiet`).
+fn counted_bar(quiet: bool, len: usize, unit: &str) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len as u64);
+    pb.set_style(
+        ProgressStyle::with_template(&format!(
+            "{{elapsed_precise}} [{{bar:30}}] {{pos}}/{{len}} {unit}  eta {{eta}}"
+        ))
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    pb
 }
 
 /// What a sample cube's header records of how it was drawn.
