@@ -15,15 +15,15 @@ use super::common::{
 };
 use super::prior::{device, DeviceArg};
 use crate::imaging::{
-    compact_pixels, estimate_noise, make_dirty_and_psf, solve_gains, CompactOptions, GainMode,
-    ImagingOptions, SelfcalOptions, SolutionInterval, Weighting,
+    clean_window, compact_pixels, estimate_noise, make_dirty_and_psf, solve_gains, CompactOptions,
+    GainMode, ImagingOptions, SelfcalOptions, SolutionInterval, Weighting,
 };
 use crate::io::{write_cube, write_image, CubeAxis, HeaderValue};
 use crate::likelihood::{CompactMarginal, GaussianLikelihood};
 use crate::operator::nufft::ms2dirty;
 use crate::operator::{
     cell_multiplicity, CellAveraged, CellNoise, ForwardOperator, Gridded, GriddedVisibilities,
-    ImageGeometry, Nufft, NufftOptions, Scaled,
+    ImageGeometry, Masked, Nufft, NufftOptions, Scaled,
 };
 use crate::prior::{default_prior, ScoreModel};
 use crate::report::posterior::{write_report, PosteriorReport};
@@ -61,6 +61,12 @@ pub enum CellModelArg {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum CompactArg {
+    Auto,
+    Off,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum WindowArg {
     Auto,
     Off,
 }
@@ -139,6 +145,12 @@ pub struct ImageArgs {
     /// Most compact pixels (`--compact auto`), the brightest first.
     #[arg(long, default_value_t = 32)]
     pub compact_max: usize,
+    /// A window (CLEAN mask) for the emission: `auto` keeps the pixels where a positive deep
+    /// CLEAN's restored image is above 5σ of its residual, grown by one restoring beam, and
+    /// the compact components; outside it the sky is zero. Recommended for sparse (VLBI)
+    /// coverage, where the data leave patterns across the whole field unconstrained.
+    #[arg(long, value_enum, default_value_t = WindowArg::Off)]
+    pub window: WindowArg,
     /// Self-calibration rounds before the final posterior (Difmap's habit for VLBI): each
     /// round images the data (at most 16 samples), solves station gains against the mean and
     /// divides them out. χ² is then reported against the corrected data, and against the
@@ -320,6 +332,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         phys,
         mean,
         std,
+        window,
         ..
     } = posterior_pass(
         &args,
@@ -459,6 +472,10 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         "  reduced χ² over all visibilities: mean image {chi2_mean:.3}; samples median \
          {chi2_med:.3} (range {chi2_lo:.3}–{chi2_hi:.3})"
     );
+    let window_pixels = window.as_ref().map(|w| w.iter().filter(|&&m| m).count());
+    if let Some(k) = window_pixels {
+        println!("  window (CLEAN mask): {k} of {npix} pixels; zero outside");
+    }
     if let Some(x) = chi2_raw {
         println!(
             "  ({} self-calibration rounds: χ² against the gain-corrected data; the mean against \
@@ -624,6 +641,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         "reduced_chi2_mean_image": chi2_mean,
         "reduced_chi2_clean_model": chi2_clean,
         "selfcal": selfcal_log,
+        "window_pixels": window_pixels,
         "reduced_chi2_mean_image_uncalibrated_data": chi2_raw,
         "compact_components": compact.iter().map(|k| serde_json::json!({
             "pixel_yx": k.pixel_yx,
@@ -717,12 +735,12 @@ fn posterior_pass(
         .ok()
     };
     let clean_baseline = deep_clean(true, "CLEAN image in the report");
-    let clean_positive = match args.compact {
-        CompactArg::Auto => deep_clean(false, "compact components (CLEAN failed)"),
-        CompactArg::Off => None,
+    let clean_positive = match (args.compact, args.window) {
+        (CompactArg::Off, WindowArg::Off) => None,
+        _ => deep_clean(false, "compact components or window (CLEAN failed)"),
     };
     let compact_px = match &clean_positive {
-        Some(cb) => compact_pixels(
+        Some(cb) if args.compact == CompactArg::Auto => compact_pixels(
             &cb.model,
             &cb.restored,
             cb.residual_sigma,
@@ -733,6 +751,33 @@ fn posterior_pass(
         ),
         _ => Vec::new(),
     };
+    // The window: where the positive CLEAN's restored image is above 5σ of its residual,
+    // grown by one restoring beam (major axis), and every compact pixel.
+    let window = match (args.window, &clean_positive) {
+        (WindowArg::Off, _) => None,
+        (WindowArg::Auto, Some(cb)) => Some(clean_window(
+            &cb.restored,
+            side,
+            side,
+            cb.residual_sigma,
+            5.0,
+            cb.pixel_beam.major,
+            &compact_px,
+        )),
+        (WindowArg::Auto, None) => bail!(
+            "--window auto needs a CLEAN image of {}, and CLEAN failed (see the warning above); \
+             use --window off",
+            args.vis.display()
+        ),
+    };
+    if let Some(w) = &window {
+        if !w.iter().any(|&m| m) {
+            bail!(
+                "--window auto found no emission above 5σ in the CLEAN image of {}; use --window off",
+                args.vis.display()
+            );
+        }
+    }
     // The compact fluxes by least squares with no diffuse emission, in Jy/pixel: the prior's
     // flux scale is the peak of what they leave in the dirty image, so the diffuse emission
     // fills the prior's range however bright the core.
@@ -747,7 +792,12 @@ fn posterior_pass(
         vis_nufft.forward(&compact_ls, &mut mv);
         residual_products(c, &mv, &geometry, &nufft_opts, dirty.stats.weight_sum)?.0
     };
-    let diffuse_peak = diffuse_dirty.iter().cloned().fold(f32::MIN, f32::max);
+    let diffuse_peak = diffuse_dirty
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| window.as_ref().is_none_or(|w| w[*k]))
+        .map(|(_, &v)| v)
+        .fold(f32::MIN, f32::max);
     let flux_scale =
         match args.flux_scale {
             Some(f) => f,
@@ -807,10 +857,13 @@ fn posterior_pass(
             } else {
                 Box::new(Gridded::new(&grid)?)
             };
-            let op = Scaled {
-                inner,
-                scale: scale_f32,
-            };
+            let op = windowed(
+                Scaled {
+                    inner,
+                    scale: scale_f32,
+                },
+                &window,
+            )?;
             let mut lik = GaussianLikelihood::new(op, y, &sigma)?;
             lik.inflate_gamma(&grid.gamma_factors())?;
             let lik = CompactMarginal::new(lik, compact_px.clone())?;
@@ -820,17 +873,32 @@ fn posterior_pass(
             )
         }
         LikelihoodArg::Visibilities | LikelihoodArg::Auto => {
-            let op = Scaled {
-                inner: &vis_nufft,
-                scale: scale_f32,
-            };
+            let op = windowed(
+                Scaled {
+                    inner: &vis_nufft,
+                    scale: scale_f32,
+                },
+                &window,
+            )?;
             let mut lik = GaussianLikelihood::new(op, y_vis.clone(), &sigma_vis)?;
             lik.inflate_gamma(&vis_gamma_factors(c, &geometry))?;
             let lik = CompactMarginal::new(lik, compact_px.clone())?;
             (sample_sky(&model, &lik, &opts, &bar, args.seed)?, n_usable)
         }
     };
-    let SkyDraws { samples, chi2_lik } = draws;
+    let SkyDraws {
+        mut samples,
+        chi2_lik,
+    } = draws;
+    // Outside the window the pixels never met the data: they are the prior's, not the sky.
+    if let Some(w) = &window {
+        for s in &mut samples {
+            s.iter_mut()
+                .zip(w)
+                .filter(|(_, &m)| !m)
+                .for_each(|(v, _)| *v = 0.0);
+        }
+    }
     bar.finish_and_clear();
     super::interrupt::check()?;
     let t_sample = t_sample.elapsed();
@@ -872,6 +940,18 @@ fn posterior_pass(
         mean,
         std,
         chi2_mean,
+        window,
+    })
+}
+
+/// `op` restricted to the window's pixels, when there is one.
+fn windowed<'a, A: ForwardOperator + 'a>(
+    op: A,
+    window: &Option<Vec<bool>>,
+) -> anyhow::Result<Box<dyn ForwardOperator + 'a>> {
+    Ok(match window {
+        Some(w) => Box::new(Masked::new(op, w.clone())?),
+        None => Box::new(op),
     })
 }
 
@@ -894,6 +974,7 @@ struct Pass {
     mean: Vec<f32>,
     std: Vec<f32>,
     chi2_mean: f64,
+    window: Option<Vec<bool>>,
 }
 
 /// The mean's model visibilities at every visibility of `c` (zero where unusable), for the

@@ -10,6 +10,7 @@ pub mod fit;
 pub mod noise;
 pub mod selfcal;
 pub mod weighting;
+pub mod window;
 
 pub use beam::{fit_beam, fit_beam_with, BeamFitRegion, PixelBeam};
 pub use clean::{clean, clean_with_progress, CleanOptions, CleanProgress, CleanResult, StopReason};
@@ -21,3 +22,4 @@ pub use selfcal::{
     solve_gains, GainMode, GainSolution, SelfcalError, SelfcalOptions, SolutionInterval,
 };
 pub use weighting::Weighting;
+pub use window::clean_window;

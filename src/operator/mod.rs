@@ -15,6 +15,7 @@ pub mod geometry;
 pub mod gridded;
 pub mod hst;
 pub mod lens;
+mod masked;
 pub mod nufft;
 mod scaled;
 pub mod testing;
@@ -27,6 +28,7 @@ pub use gridded::{
 };
 pub use hst::{DataWindow, Hst, HstOptions};
 pub use lens::{Lens, LensOptions};
+pub use masked::Masked;
 pub use nufft::{dirty2ms, ms2dirty, Gridder, Nufft, NufftOptions, NufftPlanInfo, WMode};
 pub use scaled::Scaled;
 
