@@ -680,7 +680,7 @@ fn posterior_pass(
     // Classic products at the posterior's geometry, natural weighting (what the likelihood sees).
     let mut img_opts = ImagingOptions::new(geometry, Weighting::Natural);
     img_opts.nufft = nufft_opts.clone();
-    let dirty = make_dirty_and_psf(&chunks, &img_opts)?;
+    let dirty = make_dirty_and_psf(chunks, &img_opts)?;
     if let Some(f) = args.flux_scale {
         if !(f > 0.0 && f.is_finite()) {
             bail!("--flux-scale must be positive, got {f}");
@@ -689,7 +689,7 @@ fn posterior_pass(
 
     // Noise per real component of each usable visibility.
     let noise = match args.noise {
-        NoiseArg::Auto => estimate_noise(&chunks),
+        NoiseArg::Auto => estimate_noise(chunks),
         NoiseArg::Weights => None,
     };
     let factor = noise.map_or(1.0, |n| n.weight_factor);
@@ -704,7 +704,7 @@ fn posterior_pass(
     };
     // Every usable visibility, its σ, and one NUFFT plan for the likelihood and the χ².
     let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
-    let vis_nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?;
+    let vis_nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), nufft_opts)?;
     let mut y_vis = Vec::with_capacity(2 * n_usable);
     let mut sigma_vis = Vec::with_capacity(2 * n_usable);
     for (v, &w) in c.vis.iter().zip(&c.weight).filter(|(_, &w)| w > 0.0) {
@@ -722,7 +722,7 @@ fn posterior_pass(
     // diverged (χ² 8·10²⁹).
     let deep_clean = |allow_negative: bool, what: &str| {
         crate::imaging::clean(
-            &chunks,
+            chunks,
             &img_opts,
             &crate::imaging::CleanOptions {
                 niter: 10_000,
@@ -790,7 +790,7 @@ fn posterior_pass(
         let compact_ls = cm.with_fluxes(&zero, &cm.best_fluxes(&zero)?);
         let mut mv = vec![0.0f32; vis_nufft.data_len()];
         vis_nufft.forward(&compact_ls, &mut mv);
-        residual_products(c, &mv, &geometry, &nufft_opts, dirty.stats.weight_sum)?.0
+        residual_products(c, &mv, &geometry, nufft_opts, dirty.stats.weight_sum)?.0
     };
     let diffuse_peak = diffuse_dirty
         .iter()
@@ -868,7 +868,7 @@ fn posterior_pass(
             lik.inflate_gamma(&grid.gamma_factors())?;
             let lik = CompactMarginal::new(lik, compact_px.clone())?;
             (
-                sample_sky(&model, &lik, &opts, &bar, args.seed)?,
+                sample_sky(model, &lik, opts, &bar, args.seed)?,
                 grid.n_cells(),
             )
         }
@@ -883,7 +883,7 @@ fn posterior_pass(
             let mut lik = GaussianLikelihood::new(op, y_vis.clone(), &sigma_vis)?;
             lik.inflate_gamma(&vis_gamma_factors(c, &geometry))?;
             let lik = CompactMarginal::new(lik, compact_px.clone())?;
-            (sample_sky(&model, &lik, &opts, &bar, args.seed)?, n_usable)
+            (sample_sky(model, &lik, opts, &bar, args.seed)?, n_usable)
         }
     };
     let SkyDraws {
