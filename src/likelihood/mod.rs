@@ -4,6 +4,7 @@
 //!
 //! [`ForwardOperator`]: crate::operator::ForwardOperator
 
+pub mod closure;
 mod compact;
 mod gaussian;
 mod learned;

@@ -1,0 +1,382 @@
+//! Closure quantities: the parts of the visibilities that station gains cannot change, as VLBI
+//! imaging fits them (ehtim, Comrade.jl; Blackburn et al. 2020, ApJ 894, 31).
+//!
+//! - Closure phase of a triangle `(a, b, c)`: `arg(V_ab V_bc V_ca)`, free of station phases.
+//! - Log closure amplitude of a quadrangle `(a, b, c, d)`: `ln |V_ab| |V_cd| / (|V_ac| |V_bd|)`,
+//!   free of station amplitudes.
+//!
+//! At each time stamp only a non-redundant set is kept: with N stations and every baseline,
+//! `(N−1)(N−2)/2` closure phases and `N(N−3)/2` log closure amplitudes. The set is chosen
+//! greedily: a closure is kept when its coefficients over the baselines (±1 per baseline) are
+//! linearly independent of those already kept, so a missing baseline costs only the closures
+//! that need it. Variances are the linearised thermal ones, `Σ (σ/|V|)²` over the baselines of
+//! the closure, with σ per real component.
+
+use std::collections::BTreeMap;
+
+use ms_io::VisChunk;
+use num_complex::Complex;
+
+/// One closure phase (radians) at one time stamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClosurePhase {
+    pub time: f64,
+    pub stations: [i32; 3],
+    /// Visibility index (into the chunk's `rows × channels` layout) and sign of each baseline:
+    /// `+1` when the visibility is `V_ab` as ordered in the triangle, `−1` when it is `V_ba`.
+    pub terms: [(usize, i8); 3],
+    pub value: f64,
+    pub sigma: f64,
+}
+
+/// One log closure amplitude at one time stamp.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogClosureAmplitude {
+    pub time: f64,
+    pub stations: [i32; 4],
+    /// Visibility index and sign: `+1` in the numerator, `−1` in the denominator.
+    pub terms: [(usize, i8); 4],
+    pub value: f64,
+    pub sigma: f64,
+}
+
+/// Greedy independence test over baseline-space vectors (modified Gram–Schmidt).
+struct Basis {
+    dim: usize,
+    rows: Vec<Vec<f64>>,
+}
+
+impl Basis {
+    fn new(dim: usize) -> Self {
+        Basis {
+            dim,
+            rows: Vec::new(),
+        }
+    }
+
+    /// Adds `v` when it is independent of the basis; returns whether it was.
+    fn try_add(&mut self, mut v: Vec<f64>) -> bool {
+        if self.rows.len() >= self.dim {
+            return false;
+        }
+        for b in &self.rows {
+            let p: f64 = v.iter().zip(b).map(|(x, y)| x * y).sum();
+            v.iter_mut().zip(b).for_each(|(x, y)| *x -= p * y);
+        }
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if n < 1e-9 {
+            return false;
+        }
+        v.iter_mut().for_each(|x| *x /= n);
+        self.rows.push(v);
+        true
+    }
+}
+
+/// The usable visibilities of one time stamp on channel `ch`: per baseline (a < b), the index
+/// and whether it is stored as `V_ab` (`true`) or `V_ba`.
+type Snapshot = BTreeMap<(i32, i32), (usize, bool)>;
+
+fn snapshots(c: &VisChunk, ch: usize) -> Vec<(f64, Snapshot)> {
+    let mut by_time: BTreeMap<u64, (f64, Snapshot)> = BTreeMap::new();
+    let nc = c.n_chan();
+    for r in 0..c.n_rows() {
+        let (a, b) = (c.antenna1[r], c.antenna2[r]);
+        let k = r * nc + ch;
+        if a == b || c.weight[k] <= 0.0 || c.vis[k].norm() == 0.0 {
+            continue;
+        }
+        let key = if a < b { (a, b) } else { (b, a) };
+        by_time
+            .entry(c.time[r].to_bits())
+            .or_insert_with(|| (c.time[r], Snapshot::new()))
+            .1
+            .insert(key, (k, a < b));
+    }
+    by_time.into_values().collect()
+}
+
+/// `σ/|V|` per real component of visibility `k` with `σ² = noise_factor / w`.
+fn rel_sigma(c: &VisChunk, k: usize, noise_factor: f64) -> f64 {
+    (noise_factor / c.weight[k] as f64).sqrt() / c.vis[k].norm() as f64
+}
+
+/// `(index, sign)` of baseline `(p, q)` taken in the order p → q.
+fn oriented(s: &Snapshot, p: i32, q: i32) -> Option<(usize, i8)> {
+    let key = if p < q { (p, q) } else { (q, p) };
+    s.get(&key).map(|&(k, stored_pq)| {
+        let as_pq = stored_pq == (p < q);
+        (k, if as_pq { 1 } else { -1 })
+    })
+}
+
+/// The stations of a snapshot, the best-connected first (the reference of the closure set).
+fn stations(s: &Snapshot) -> (Vec<i32>, BTreeMap<(i32, i32), usize>) {
+    let mut count: BTreeMap<i32, usize> = BTreeMap::new();
+    for &(a, b) in s.keys() {
+        *count.entry(a).or_default() += 1;
+        *count.entry(b).or_default() += 1;
+    }
+    let mut st: Vec<i32> = count.keys().copied().collect();
+    st.sort_by_key(|a| std::cmp::Reverse(count[a]));
+    let col = s.keys().enumerate().map(|(i, &k)| (k, i)).collect();
+    (st, col)
+}
+
+/// Non-redundant closure phases of channel `ch`, σ² per real component `noise_factor / w`.
+pub fn closure_phases(c: &VisChunk, ch: usize, noise_factor: f64) -> Vec<ClosurePhase> {
+    let mut out = Vec::new();
+    for (time, s) in snapshots(c, ch) {
+        let (st, col) = stations(&s);
+        let mut basis = Basis::new(s.len());
+        // Triangles through the reference station first, then the rest.
+        for i in 0..st.len() {
+            for j in i + 1..st.len() {
+                for k in j + 1..st.len() {
+                    let (a, b, d) = (st[i], st[j], st[k]);
+                    let (Some(t1), Some(t2), Some(t3)) =
+                        (oriented(&s, a, b), oriented(&s, b, d), oriented(&s, d, a))
+                    else {
+                        continue;
+                    };
+                    let mut v = vec![0.0; s.len()];
+                    for (p, q, t) in [(a, b, t1), (b, d, t2), (d, a, t3)] {
+                        let key = if p < q { (p, q) } else { (q, p) };
+                        v[col[&key]] = t.1 as f64;
+                    }
+                    if !basis.try_add(v) {
+                        continue;
+                    }
+                    let prod: Complex<f64> = [t1, t2, t3]
+                        .iter()
+                        .map(|&(k, sgn)| {
+                            let z = Complex::new(c.vis[k].re as f64, c.vis[k].im as f64);
+                            if sgn > 0 {
+                                z
+                            } else {
+                                z.conj()
+                            }
+                        })
+                        .product();
+                    let sigma = [t1, t2, t3]
+                        .iter()
+                        .map(|&(k, _)| rel_sigma(c, k, noise_factor).powi(2))
+                        .sum::<f64>()
+                        .sqrt();
+                    out.push(ClosurePhase {
+                        time,
+                        stations: [a, b, d],
+                        terms: [t1, t2, t3],
+                        value: prod.arg(),
+                        sigma,
+                    });
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Non-redundant log closure amplitudes of channel `ch`.
+pub fn log_closure_amplitudes(
+    c: &VisChunk,
+    ch: usize,
+    noise_factor: f64,
+) -> Vec<LogClosureAmplitude> {
+    let mut out = Vec::new();
+    for (time, s) in snapshots(c, ch) {
+        let (st, col) = stations(&s);
+        let mut basis = Basis::new(s.len());
+        let n = st.len();
+        for i in 0..n {
+            for j in i + 1..n {
+                for k in j + 1..n {
+                    for l in k + 1..n {
+                        // The three pairings of four stations: ab·cd / (ac·bd) and its kin.
+                        let (a, b, cc, d) = (st[i], st[j], st[k], st[l]);
+                        for [p, q, r, t] in [[a, b, cc, d], [a, cc, b, d], [a, d, b, cc]] {
+                            let terms = [
+                                (oriented(&s, p, q), 1i8),
+                                (oriented(&s, r, t), 1),
+                                (oriented(&s, p, r), -1),
+                                (oriented(&s, q, t), -1),
+                            ];
+                            if terms.iter().any(|(x, _)| x.is_none()) {
+                                continue;
+                            }
+                            let mut v = vec![0.0; s.len()];
+                            for ((x, y), sgn) in
+                                [((p, q), 1.0), ((r, t), 1.0), ((p, r), -1.0), ((q, t), -1.0)]
+                            {
+                                let key = if x < y { (x, y) } else { (y, x) };
+                                v[col[&key]] = sgn;
+                            }
+                            if !basis.try_add(v) {
+                                continue;
+                            }
+                            let terms = terms.map(|(x, sgn)| (x.expect("checked").0, sgn));
+                            let value = terms
+                                .iter()
+                                .map(|&(k, sgn)| sgn as f64 * (c.vis[k].norm() as f64).ln())
+                                .sum();
+                            let sigma = terms
+                                .iter()
+                                .map(|&(k, _)| rel_sigma(c, k, noise_factor).powi(2))
+                                .sum::<f64>()
+                                .sqrt();
+                            out.push(LogClosureAmplitude {
+                                time,
+                                stations: [p, q, r, t],
+                                terms,
+                                value,
+                                sigma,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{rngs::StdRng, Rng, SeedableRng};
+
+    /// `n` stations, `times` snapshots, every baseline, random sky visibilities; some rows
+    /// stored as (b, a) to exercise the orientation.
+    fn observation(n: i32, times: usize, seed: u64) -> VisChunk {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut c = VisChunk {
+            freq: vec![1e9],
+            ..Default::default()
+        };
+        for t in 0..times {
+            for a in 0..n {
+                for b in a + 1..n {
+                    let flip = rng.random_bool(0.3);
+                    let v = Complex::from_polar(
+                        rng.random_range(0.5f32..5.0),
+                        rng.random_range(-3.0f32..3.0),
+                    );
+                    c.uvw.push([0.0; 3]);
+                    c.antenna1.push(if flip { b } else { a });
+                    c.antenna2.push(if flip { a } else { b });
+                    c.time.push(100.0 * t as f64);
+                    // V_ba = conj(V_ab).
+                    c.vis.push(if flip { v.conj() } else { v });
+                    c.weight.push(rng.random_range(10.0f32..100.0));
+                }
+            }
+        }
+        c
+    }
+
+    /// Applies station gains: V_ab ← g_a conj(g_b) V_ab for each stored orientation.
+    fn corrupt(c: &mut VisChunk, seed: u64, phase_only: bool) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut gains: BTreeMap<(u64, i32), Complex<f32>> = BTreeMap::new();
+        for r in 0..c.n_rows() {
+            let mut g = |a: i32| {
+                *gains.entry((c.time[r].to_bits(), a)).or_insert_with(|| {
+                    let amp = if phase_only {
+                        1.0
+                    } else {
+                        rng.random_range(0.5f32..2.0)
+                    };
+                    Complex::from_polar(amp, rng.random_range(-3.1f32..3.1))
+                })
+            };
+            let (ga, gb) = (g(c.antenna1[r]), g(c.antenna2[r]));
+            c.vis[r] *= ga * gb.conj();
+        }
+    }
+
+    #[test]
+    fn counts_match_the_non_redundant_formulas() {
+        for n in [3, 4, 5, 7, 10] {
+            let c = observation(n, 3, n as u64);
+            let n = n as usize;
+            assert_eq!(closure_phases(&c, 0, 1.0).len(), 3 * (n - 1) * (n - 2) / 2);
+            assert_eq!(
+                log_closure_amplitudes(&c, 0, 1.0).len(),
+                3 * n * (n - 3) / 2
+            );
+        }
+        // One baseline missing at 6 stations: 14 baselines, so 14 − 5 closure phases (the
+        // station phases less one) and 14 − 6 log closure amplitudes.
+        let mut c = observation(6, 1, 9);
+        let r = (0..c.n_rows())
+            .find(|&r| {
+                c.antenna1[r].min(c.antenna2[r]) == 1 && c.antenna1[r].max(c.antenna2[r]) == 4
+            })
+            .unwrap();
+        c.weight[r] = 0.0;
+        assert_eq!(closure_phases(&c, 0, 1.0).len(), 10 - 1);
+        assert_eq!(log_closure_amplitudes(&c, 0, 1.0).len(), 9 - 1);
+    }
+
+    #[test]
+    fn closure_phases_ignore_station_phases_and_amplitudes_ignore_gains() {
+        let c = observation(8, 4, 1);
+        let mut g = c.clone();
+        corrupt(&mut g, 2, false);
+        let (p0, p1) = (closure_phases(&c, 0, 1.0), closure_phases(&g, 0, 1.0));
+        assert_eq!(p0.len(), p1.len());
+        for (a, b) in p0.iter().zip(&p1) {
+            let d = (a.value - b.value + std::f64::consts::PI)
+                .rem_euclid(2.0 * std::f64::consts::PI)
+                - std::f64::consts::PI;
+            assert!(d.abs() < 1e-4, "closure phase moved by {d}");
+        }
+        let (l0, l1) = (
+            log_closure_amplitudes(&c, 0, 1.0),
+            log_closure_amplitudes(&g, 0, 1.0),
+        );
+        assert_eq!(l0.len(), l1.len());
+        for (a, b) in l0.iter().zip(&l1) {
+            assert!(
+                (a.value - b.value).abs() < 1e-4,
+                "{} vs {}",
+                a.value,
+                b.value
+            );
+        }
+        // Not trivially invariant: the visibilities' own phases and amplitudes did change.
+        assert!(c
+            .vis
+            .iter()
+            .zip(&g.vis)
+            .any(|(a, b)| (a.arg() - b.arg()).abs() > 0.1));
+    }
+
+    #[test]
+    fn values_and_variances_by_hand() {
+        let c = observation(4, 1, 5);
+        let v = |p: i32, q: i32| {
+            let r = (0..c.n_rows())
+                .find(|&r| {
+                    (c.antenna1[r], c.antenna2[r]) == (p, q)
+                        || (c.antenna1[r], c.antenna2[r]) == (q, p)
+                })
+                .unwrap();
+            let z = Complex::new(c.vis[r].re as f64, c.vis[r].im as f64);
+            let s = (2.0 / c.weight[r] as f64).sqrt() / z.norm();
+            (if c.antenna1[r] == p { z } else { z.conj() }, s)
+        };
+        let cp = &closure_phases(&c, 0, 2.0)[0];
+        let [a, b, d] = cp.stations;
+        let ((x, sx), (y, sy), (z, sz)) = (v(a, b), v(b, d), v(d, a));
+        let d_phase = ((x * y * z).arg() - cp.value).abs();
+        assert!(d_phase < 1e-9, "{d_phase}");
+        assert!((cp.sigma / (sx * sx + sy * sy + sz * sz).sqrt() - 1.0).abs() < 1e-6);
+        let la = &log_closure_amplitudes(&c, 0, 2.0)[0];
+        let [p, q, r, t] = la.stations;
+        let expect = v(p, q).0.norm().ln() + v(r, t).0.norm().ln()
+            - v(p, r).0.norm().ln()
+            - v(q, t).0.norm().ln();
+        assert!((la.value - expect).abs() < 1e-6, "{} vs {expect}", la.value);
+    }
+}
