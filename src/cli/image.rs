@@ -298,7 +298,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         )?;
         let sol = {
             let c = &chunks[0];
-            let mv = full_model_vis(&pass.vis_nufft, c, &pass.mean);
+            let mv = full_model_vis(c, &pass.model_vis);
             solve_gains(c, &mv, &selfcal_options(&args)?)?
         };
         sol.apply(&mut chunks[0]);
@@ -333,7 +333,8 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         mean,
         std,
         window,
-        ..
+        chi2_mean,
+        model_vis: model,
     } = posterior_pass(
         &args,
         &model,
@@ -354,8 +355,6 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         };
         visibility_chi2(&vis_nufft, &raw[0], f, &mean).0
     });
-    // χ² of the mean against every visibility (whatever the likelihood used).
-    let (chi2_mean, model) = visibility_chi2(&vis_nufft, c, factor, &mean);
     // The samples against the data themselves, whatever the likelihood met: for the gridded
     // likelihood the cells are fewer than the visibilities and blind to variation inside a
     // cell, so its own χ² is not the yardstick.
@@ -922,7 +921,8 @@ fn posterior_pass(
         .map(|(m, s)| (s - m * m).max(0.0).sqrt() as f32)
         .collect();
     let mean: Vec<f32> = mean.iter().map(|&m| m as f32).collect();
-    let chi2_mean = visibility_chi2(&vis_nufft, c, factor, &mean).0;
+    // χ² of the mean against every visibility (whatever the likelihood used).
+    let (chi2_mean, model_vis) = visibility_chi2(&vis_nufft, c, factor, &mean);
     Ok(Pass {
         dirty,
         noise,
@@ -940,6 +940,7 @@ fn posterior_pass(
         mean,
         std,
         chi2_mean,
+        model_vis,
         window,
     })
 }
@@ -974,17 +975,17 @@ struct Pass {
     mean: Vec<f32>,
     std: Vec<f32>,
     chi2_mean: f64,
+    /// Model visibilities of the mean, `[re, im, …]` per usable visibility.
+    model_vis: Vec<f32>,
     window: Option<Vec<bool>>,
 }
 
-/// The mean's model visibilities at every visibility of `c` (zero where unusable), for the
-/// gain solver.
-fn full_model_vis(op: &Nufft, c: &VisChunk, image: &[f32]) -> Vec<num_complex::Complex<f32>> {
-    let mut m = vec![0.0f32; op.data_len()];
-    op.forward(image, &mut m);
+/// Model visibilities (`[re, im, …]` per usable visibility) spread over every visibility of
+/// `c` (zero where unusable), the layout the gain solver takes.
+fn full_model_vis(c: &VisChunk, usable: &[f32]) -> Vec<num_complex::Complex<f32>> {
     let mut out = vec![num_complex::Complex::new(0.0f32, 0.0); c.vis.len()];
     let used = (0..c.vis.len()).filter(|&k| c.weight[k] > 0.0);
-    for (k, v) in used.zip(m.chunks(2)) {
+    for (k, v) in used.zip(usable.chunks(2)) {
         out[k] = num_complex::Complex::new(v[0], v[1]);
     }
     out
