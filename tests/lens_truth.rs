@@ -17,10 +17,12 @@ const ALMA: &str = "../shared/data/lensing/dataset_interferometer_alma_high_res"
 #[test]
 fn hst_truth_reproduces_the_data() {
     let dir = Path::new(HST);
-    if !dir.exists() {
-        eprintln!("skipping: {HST} not present");
-        return;
-    }
+    // Never a silent pass: the lensing sets (MIT, autolens_profiling) stay in
+    // ../shared/data by its README, which CI provides.
+    assert!(
+        dir.exists(),
+        "{HST} is missing: this test reads ../shared/data (see .ci/run)"
+    );
     let im = read_imaging(
         &dir.join("data.fits"),
         &dir.join("noise_map.fits"),
@@ -63,10 +65,12 @@ fn hst_truth_reproduces_the_data() {
 #[test]
 fn alma_truth_reproduces_the_visibilities() {
     let dir = Path::new(ALMA);
-    if !dir.exists() {
-        eprintln!("skipping: {ALMA} not present");
-        return;
-    }
+    // Never a silent pass: the lensing sets (MIT, autolens_profiling) stay in
+    // ../shared/data by its README, which CI provides.
+    assert!(
+        dir.exists(),
+        "{ALMA} is missing: this test reads ../shared/data (see .ci/run)"
+    );
     let vis = read_visibilities(
         &dir.join("data.fits"),
         &dir.join("noise_map.fits"),
