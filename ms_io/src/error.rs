@@ -1,5 +1,6 @@
-//! Errors of the reader and the writer. Every message names the Measurement Set (or table) and what is wrong
-//! with it, so that a user reading only the message knows which input to fix.
+//! Errors of the readers (Measurement Set, UVFITS) and the writer. Every message names the
+//! Measurement Set, table or file and what is wrong with it, so that a user reading only the
+//! message knows which input to fix.
 
 use std::path::PathBuf;
 
@@ -111,4 +112,54 @@ pub enum MsError {
 
     #[error("{path}: bad model visibilities: {what}")]
     BadModel { path: PathBuf, what: String },
+
+    #[error(
+        "{path}: neither a Measurement Set (a directory holding table.dat) nor a UVFITS file \
+         (a FITS file starting with SIMPLE = T and GROUPS = T): {reason}"
+    )]
+    NotVisibilities { path: PathBuf, reason: String },
+
+    #[error(
+        "{path}: a FITS file but not UVFITS: {reason} (UVFITS is random-groups FITS: \
+         GROUPS = T, NAXIS1 = 0)"
+    )]
+    NotRandomGroups { path: PathBuf, reason: String },
+
+    #[error("{path}: truncated: {what}")]
+    Truncated { path: PathBuf, what: String },
+
+    #[error("{path}: malformed FITS header: {what}")]
+    BadFitsHeader { path: PathBuf, what: String },
+
+    #[error("{path}: UVFITS without a {axis} axis (no CTYPEn = '{axis}'): {why}")]
+    MissingAxis {
+        path: PathBuf,
+        axis: &'static str,
+        why: &'static str,
+    },
+
+    #[error("{path}: UVFITS without the random parameter {name} (PTYPEn): {why}")]
+    MissingParameter {
+        path: PathBuf,
+        name: &'static str,
+        why: &'static str,
+    },
+
+    #[error("{path}: unsupported BITPIX = {bitpix} (UVFITS data must be -32, -64, 16 or 32)")]
+    UnsupportedBitpix { path: PathBuf, bitpix: i64 },
+
+    #[error(
+        "{path}: unknown Stokes code {code} on the STOKES axis (known: 1..4 = I Q U V, \
+         -1..-4 = RR LL RL LR, -5..-8 = XX YY XY YX)"
+    )]
+    UnknownStokes { path: PathBuf, code: f64 },
+
+    #[error("{path}: UVFITS not supported: {what}")]
+    UnsupportedUvfits { path: PathBuf, what: String },
+
+    #[error(
+        "{path}: is a UVFITS file, but {what} needs a Measurement Set (convert it with CASA's \
+         importuvfits)"
+    )]
+    NeedsMeasurementSet { path: PathBuf, what: String },
 }
