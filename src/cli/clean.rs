@@ -19,7 +19,7 @@ use crate::imaging::{
 };
 use crate::io::{write_image, HeaderValue};
 use crate::operator::ImageGeometry;
-use ms_io::MeasurementSet;
+use ms_io::VisFile;
 
 #[derive(Debug, Clone, Args)]
 pub struct CleanArgs {
@@ -142,7 +142,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
         bail!("{}: no such Measurement Set", args.vis.display());
     }
 
-    let ms = MeasurementSet::open(&args.vis)?;
+    let ms = VisFile::open(&args.vis)?;
     let info = ms.info().clone();
     let field_id = ms.resolve_field(&selection)?;
     let field = &info.fields[field_id];

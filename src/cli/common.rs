@@ -5,7 +5,9 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ms_io::{DataColumn, FieldSelector, MeasurementSet, MsError, MsInfo, Selection, VisChunk};
+use ms_io::{
+    DataColumn, FieldSelector, MsError, MsInfo, Selection, VisChunk, VisChunks, VisSource,
+};
 
 use crate::io::SkyHeader;
 
@@ -13,8 +15,11 @@ const SPEED_OF_LIGHT: f64 = 299_792_458.0;
 
 /// Reads the selection chunk by chunk behind a progress bar. Autocorrelations are left out
 /// by the reader (and counted here, on stderr); a selection without any row is an error that
-/// says which fields hold data.
-pub fn read_with_progress(ms: &MeasurementSet, sel: &Selection) -> anyhow::Result<Vec<VisChunk>> {
+/// says which fields hold data. `ms` is a Measurement Set or a UVFITS file ([`ms_io::VisFile`]).
+pub fn read_with_progress<V: VisSource + ?Sized>(
+    ms: &V,
+    sel: &Selection,
+) -> anyhow::Result<Vec<VisChunk>> {
     let bar = ProgressBar::new(ms.info().n_rows as u64).with_style(
         ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} rows ({elapsed})")
             .expect("static template")
@@ -75,11 +80,11 @@ pub fn read_with_progress(ms: &MeasurementSet, sel: &Selection) -> anyhow::Resul
 /// The reader of `sel` in `ms`: a selection the MS cannot satisfy (a spectral window,
 /// channel range, field or data column it does not have) is an error that names the option
 /// to change.
-pub fn open_selection<'a>(
-    ms: &'a MeasurementSet,
+pub fn open_selection<'a, V: VisSource + ?Sized>(
+    ms: &'a V,
     sel: &Selection,
-) -> anyhow::Result<ms_io::ChunkIter<'a>> {
-    ms.chunks(sel).map_err(|e| {
+) -> anyhow::Result<VisChunks<'a>> {
+    ms.vis_chunks(sel).map_err(|e| {
         let option = match &e {
             MsError::SpwOutOfRange { .. } => Some("--spw"),
             MsError::BadChannelRange { .. } => Some("--channels"),
@@ -162,7 +167,11 @@ pub fn default_name(vis: &Path) -> String {
         .file_name()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "image".into());
-    stem.strip_suffix(".ms").unwrap_or(&stem).to_string()
+    [".ms", ".uvfits", ".uvf"]
+        .iter()
+        .find_map(|ext| stem.strip_suffix(ext))
+        .unwrap_or(&stem)
+        .to_string()
 }
 
 /// The FITS header of an image of `field_id` made from `chunks` with square pixels `scale` (rad).

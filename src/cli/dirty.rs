@@ -15,7 +15,7 @@ use super::common::{
 use crate::imaging::{make_dirty_and_psf, ImagingOptions, Weighting};
 use crate::io::{write_image, HeaderValue};
 use crate::operator::ImageGeometry;
-use ms_io::MeasurementSet;
+use ms_io::VisFile;
 
 #[derive(Debug, Clone, Args)]
 pub struct DirtyArgs {
@@ -66,7 +66,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
     check_outputs(&name, &["dirty.fits", "psf.fits"], &[&args.vis])?;
 
-    let ms = MeasurementSet::open(&args.vis)?;
+    let ms = VisFile::open(&args.vis)?;
     let info = ms.info().clone();
     let field_id = ms.resolve_field(&selection)?;
     let field = &info.fields[field_id];

@@ -28,7 +28,7 @@ use crate::operator::{
 use crate::prior::{default_prior, ScoreModel};
 use crate::report::posterior::{write_report, PosteriorReport};
 use crate::sample::posterior::{sample_posterior, Method, PosteriorOptions};
-use ms_io::{MeasurementSet, VisChunk};
+use ms_io::{VisChunk, VisFile};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -248,7 +248,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         args.max_memory,
     )?;
     let selection = args.selection.to_selection()?;
-    let ms = MeasurementSet::open(&args.vis)?;
+    let ms = VisFile::open(&args.vis)?;
     let info = ms.info().clone();
     let field_id = ms.resolve_field(&selection)?;
     let mut chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);

@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ms_io::{FieldSelector, MeasurementSet, Selection, StokesModel, VisChunkMeta};
+use ms_io::{FieldSelector, Selection, StokesModel, VisChunkMeta, VisFile};
 use num_complex::Complex;
 
 use super::common::set_threads;
@@ -229,7 +229,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let (info, field_id) = {
-        let ms = MeasurementSet::open(&args.like)?;
+        let ms = VisFile::open(&args.like)?.into_ms("simulate, which writes a copy of --like,")?;
         let id = ms.resolve_field(&sel)?;
         (ms.info().clone(), id)
     };

@@ -26,7 +26,7 @@ use crate::report::validate::{write_validate_report, ValidateReport};
 use crate::sample::posterior::Method;
 use crate::validate::truths::{self, TruthScaling};
 use crate::validate::{validate, BaselineFn, BaselineImage, ValidateOptions};
-use ms_io::{MeasurementSet, VisChunk};
+use ms_io::{VisChunk, VisFile};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TruthScalingArg {
@@ -206,7 +206,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     )?;
     let selection = args.selection.to_selection()?;
     // MsError names the path already.
-    let ms = MeasurementSet::open(&args.like)?;
+    let ms = VisFile::open(&args.like)?;
     let info = ms.info().clone();
     let field_id = ms.resolve_field(&selection)?;
     let chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);
