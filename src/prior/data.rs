@@ -28,6 +28,83 @@ impl ImageStack {
         let s = self.h * self.w;
         &mut self.data[i * s..(i + 1) * s]
     }
+    /// The images at `indices`, in that order (a copy).
+    pub fn subset(&self, indices: &[usize]) -> ImageStack {
+        let mut data = Vec::with_capacity(indices.len() * self.h * self.w);
+        for &i in indices {
+            data.extend_from_slice(self.image(i));
+        }
+        ImageStack::new(indices.len(), self.h, self.w, data)
+    }
+}
+
+/// A hold-out split of an image stack: which images training never sees. Recorded in a
+/// checkpoint's `config.json` (`training.split`) so that `prior stats --split val` and a
+/// resumed run use exactly the same images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Split {
+    /// Seed of the split (independent of the training seed, so that changing `--seed` never
+    /// moves images between the training and the validation part).
+    pub seed: u64,
+    /// Requested validation fraction.
+    pub fraction: f64,
+    /// Number of images of the input stack the split was drawn over.
+    pub n_images: usize,
+    /// Validation image indices into the input stack, ascending.
+    pub val_indices: Vec<usize>,
+}
+
+impl Split {
+    /// Training image indices: every index of the stack not held out, ascending.
+    pub fn train_indices(&self) -> Vec<usize> {
+        let mut held = vec![false; self.n_images];
+        for &i in &self.val_indices {
+            held[i] = true;
+        }
+        (0..self.n_images).filter(|&i| !held[i]).collect()
+    }
+}
+
+/// SplitMix64's finaliser: a fixed, well-mixed hash of a 64-bit word.
+fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// Holds out `round(fraction · n)` images (at least one when `fraction > 0`) of an `n`-image
+/// stack. Each index is ranked by a hash of (`seed`, index) and the lowest ranks are held
+/// out: a pure function of `(n, fraction, seed)`, spelled out here rather than drawn from a
+/// library RNG, so the same data file gives the same split in any build or rand version.
+pub fn validation_split(n: usize, fraction: f64, seed: u64) -> Result<Split, String> {
+    if !(fraction.is_finite() && (0.0..1.0).contains(&fraction)) {
+        return Err(format!(
+            "validation fraction must be in [0, 1), got {fraction}"
+        ));
+    }
+    let mut n_val = (fraction * n as f64).round() as usize;
+    if fraction > 0.0 {
+        n_val = n_val.max(1);
+    }
+    if n_val >= n && n_val > 0 {
+        return Err(format!(
+            "a validation fraction of {fraction} of {n} image(s) holds out {n_val} and leaves              none to train on (lower --val-fraction, or 0 to train on all)"
+        ));
+    }
+    let key = splitmix64(seed ^ 0x7661_6c5f_7370_6c74); // "val_splt"
+    let mut ranked: Vec<(u64, usize)> = (0..n)
+        .map(|i| (splitmix64(key ^ splitmix64(i as u64)), i))
+        .collect();
+    ranked.sort_unstable();
+    let mut val_indices: Vec<usize> = ranked[..n_val].iter().map(|&(_, i)| i).collect();
+    val_indices.sort_unstable();
+    Ok(Split {
+        seed,
+        fraction,
+        n_images: n,
+        val_indices,
+    })
 }
 
 fn data_err(path: &Path, msg: impl Into<String>) -> PriorError {
@@ -474,6 +551,29 @@ pub fn dihedral(img: &[f32], n: usize, k: u8) -> Vec<f32> {
     out
 }
 
+/// `img` (h × w) moved by `dy` rows and `dx` columns, the pixels shifted in set to zero.
+///
+/// Zero fill rather than a roll: radio galaxies are centred on empty sky, so a border of
+/// zeros is what a slightly off-centre cutout would show, while a roll would wrap emission
+/// across the edge into a place no real image has it.
+pub fn shift_zero(img: &[f32], h: usize, w: usize, dy: isize, dx: isize) -> Vec<f32> {
+    let mut out = vec![0f32; h * w];
+    let (hh, ww) = (h as isize, w as isize);
+    if dy.abs() >= hh || dx.abs() >= ww {
+        return out;
+    }
+    // Destination columns [x0, x1) read source columns [x0 − dx, x1 − dx).
+    let (x0, x1) = (dx.max(0) as usize, (ww + dx.min(0)) as usize);
+    let sx0 = (x0 as isize - dx) as usize;
+    let len = x1 - x0;
+    for y in dy.max(0)..(hh + dy.min(0)) {
+        let sy = (y - dy) as usize;
+        let y = y as usize;
+        out[y * w + x0..y * w + x1].copy_from_slice(&img[sy * w + sx0..sy * w + sx0 + len]);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -540,6 +640,46 @@ mod tests {
             seen.insert(d.iter().map(|v| *v as i32).collect::<Vec<_>>());
         }
         assert_eq!(seen.len(), 8);
+    }
+
+    #[test]
+    fn split_is_deterministic_disjoint_and_seeded() {
+        let a = validation_split(1000, 0.1, 0).unwrap();
+        assert_eq!(a, validation_split(1000, 0.1, 0).unwrap());
+        assert_eq!(a.val_indices.len(), 100);
+        assert!(a.val_indices.windows(2).all(|w| w[0] < w[1]));
+        let tr = a.train_indices();
+        assert_eq!(tr.len(), 900);
+        let mut all: Vec<usize> = tr.iter().chain(&a.val_indices).copied().collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..1000).collect::<Vec<_>>());
+        // Spread over the whole stack, not a block at one end.
+        assert!(a.val_indices[0] < 100 && *a.val_indices.last().unwrap() > 900);
+        let b = validation_split(1000, 0.1, 1).unwrap();
+        assert_ne!(a.val_indices, b.val_indices);
+        assert!(validation_split(10, 0.0, 0).unwrap().val_indices.is_empty());
+        assert_eq!(validation_split(5, 0.01, 0).unwrap().val_indices.len(), 1);
+        assert!(validation_split(1, 0.5, 0).is_err());
+        assert!(validation_split(10, 1.0, 0).is_err());
+        assert!(validation_split(10, f64::NAN, 0).is_err());
+    }
+
+    #[test]
+    fn shift_zero_moves_and_fills() {
+        let (h, w) = (3, 4);
+        let img: Vec<f32> = (1..=12).map(|v| v as f32).collect();
+        assert_eq!(shift_zero(&img, h, w, 0, 0), img);
+        let s = shift_zero(&img, h, w, 1, -1);
+        #[rustfmt::skip]
+        let want = vec![
+            0.0, 0.0, 0.0, 0.0,
+            2.0, 3.0, 4.0, 0.0,
+            6.0, 7.0, 8.0, 0.0,
+        ];
+        assert_eq!(s, want);
+        assert!(shift_zero(&img, h, w, 3, 0).iter().all(|&v| v == 0.0));
+        let sub = ImageStack::new(3, 1, 2, vec![0., 1., 2., 3., 4., 5.]).subset(&[2, 0]);
+        assert_eq!((sub.n, sub.data), (2, vec![4., 5., 0., 1.]));
     }
 
     #[test]
