@@ -1,5 +1,7 @@
 //! Denoising score matching: loss E‖σ_t s_θ(t, μ_t x₀ + σ_t z) + z‖², t ~ U[ε, 1], with AdamW,
-//! warm-up, gradient clipping, an EMA of the weights and dihedral augmentation.
+//! warm-up, gradient clipping, an EMA of the weights, dihedral and shift augmentation, and a
+//! held-out validation split whose DSM loss (EMA weights, fixed draws) is logged at every
+//! checkpoint.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -7,15 +9,17 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor, Var};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};
+use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{save_checkpoint, CheckpointConfig, TrainingInfo, FORMAT_VERSION};
-use super::data::{dihedral, Dataset, ImageStack};
+use super::checkpoint::{
+    save_checkpoint, CheckpointConfig, TrainingInfo, CONFIG_FILE, FORMAT_VERSION,
+};
+use super::data::{dihedral, shift_zero, validation_split, Dataset, ImageStack, Split};
 use super::model::{new_unet, num_params, UNet, UNetConfig, FOURIER_NAME};
 use super::sde::{Sde, SdeConfig};
 use super::{PriorError, Result};
@@ -40,6 +44,26 @@ pub struct TrainConfig {
     pub log_every: usize,
     /// Write a checkpoint every this many steps (and at the end).
     pub checkpoint_every: usize,
+    /// Fraction of the input images held out for validation (0: none). The library default
+    /// is 0 (the learned-noise trainer shares this code); `prior train` defaults to 0.1.
+    #[serde(default)]
+    pub val_fraction: f64,
+    /// Seed of the validation split and of the validation loss's fixed noise draws; kept
+    /// apart from `seed` so that a new training seed never reshuffles the split.
+    #[serde(default)]
+    pub split_seed: u64,
+    /// Most validation images the validation loss is evaluated on (its cost per checkpoint).
+    #[serde(default = "default_val_max")]
+    pub val_max: usize,
+    /// Random integer shifts in [−shift_px, shift_px] along each axis, with zero fill, on
+    /// top of the dihedral symmetries (only when `augment`). 0 in the library (noise
+    /// cutouts must not get zero borders); `prior train` defaults to 2.
+    #[serde(default)]
+    pub shift_px: usize,
+}
+
+fn default_val_max() -> usize {
+    256
 }
 
 impl Default for TrainConfig {
@@ -58,6 +82,10 @@ impl Default for TrainConfig {
             augment: true,
             log_every: 10,
             checkpoint_every: 250,
+            val_fraction: 0.0,
+            split_seed: 0,
+            val_max: default_val_max(),
+            shift_px: 0,
         }
     }
 }
@@ -81,9 +109,22 @@ pub fn dsm_loss<R: Rng + ?Sized>(
     rng: &mut R,
 ) -> Result<Tensor> {
     let b = x0.dim(0)?;
-    let dev = x0.device();
     let ts: Vec<f64> = (0..b).map(|_| rng.random_range(t_eps..1.0)).collect();
-    let z = randn(x0.dims(), rng, dev)?;
+    let z = randn(x0.dims(), rng, x0.device())?;
+    dsm_loss_at(net, sde, x0, &ts, &z)
+}
+
+/// DSM loss (mean over pixels and batch) of `net` on `x0` (B, 1, H, W) at the given times
+/// `ts` (one per image) and noise `z` (shaped like `x0`).
+pub fn dsm_loss_at(
+    net: &UNet,
+    sde: &dyn Sde,
+    x0: &Tensor,
+    ts: &[f64],
+    z: &Tensor,
+) -> Result<Tensor> {
+    let b = x0.dim(0)?;
+    let dev = x0.device();
     let mu: Vec<f32> = ts.iter().map(|&t| sde.mu(t) as f32).collect();
     let sg: Vec<f32> = ts.iter().map(|&t| sde.sigma(t) as f32).collect();
     let mu = Tensor::from_vec(mu, (b, 1, 1, 1), dev)?;
@@ -102,19 +143,110 @@ pub fn random_batch<R: Rng + ?Sized>(
     rng: &mut R,
     device: &Device,
 ) -> Result<Tensor> {
+    random_batch_shifted(data, batch, augment, 0, rng, device)
+}
+
+/// A random batch (B, 1, H, W) of `data`; with `augment`, each image under a random
+/// symmetry of the square (square images) and then a random integer shift in
+/// [−shift_px, shift_px]² with zero fill ([`shift_zero`]). With `shift_px = 0` it draws
+/// exactly what [`random_batch`] always drew, so older seeded runs are reproduced.
+pub fn random_batch_shifted<R: Rng + ?Sized>(
+    data: &ImageStack,
+    batch: usize,
+    augment: bool,
+    shift_px: usize,
+    rng: &mut R,
+    device: &Device,
+) -> Result<Tensor> {
     let (h, w) = (data.h, data.w);
     let mut v = Vec::with_capacity(batch * h * w);
+    let s = shift_px as i64;
     for _ in 0..batch {
         let i = rng.random_range(0..data.n);
         let img = data.image(i);
-        if augment && h == w {
+        let mut out = if augment && h == w {
             let k: u8 = rng.random_range(0..8);
-            v.extend_from_slice(&dihedral(img, h, k));
+            dihedral(img, h, k)
         } else {
-            v.extend_from_slice(img);
+            img.to_vec()
+        };
+        if augment && s > 0 {
+            let dy = rng.random_range(-s..=s) as isize;
+            let dx = rng.random_range(-s..=s) as isize;
+            out = shift_zero(&out, h, w, dy, dx);
         }
+        v.extend_from_slice(&out);
     }
     Ok(Tensor::from_vec(v, (batch, 1, h, w), device)?)
+}
+
+/// Validation images with one fixed (t, z) draw each, so that the validation loss of
+/// successive checkpoints differs only by the weights, not by fresh noise.
+pub struct ValidationSet {
+    x0: Tensor,
+    z: Tensor,
+    ts: Vec<f64>,
+    batch: usize,
+}
+
+impl ValidationSet {
+    /// Fixes the draws of `images` from `seed`. The times are stratified: image j gets
+    /// t in the j-th of m equal strata of [t_eps, 1) (strata assigned by a seeded
+    /// permutation), so every noise level is represented and the mean over m images has
+    /// a far smaller spread than with independent times.
+    pub fn new(
+        images: &ImageStack,
+        t_eps: f64,
+        seed: u64,
+        batch: usize,
+        device: &Device,
+    ) -> Result<Self> {
+        use rand::seq::SliceRandom;
+        let m = images.n;
+        let mut rng = StdRng::seed_from_u64(seed ^ 0x7661_6c5f_6c6f_7373); // "val_loss"
+        let mut strata: Vec<usize> = (0..m).collect();
+        strata.shuffle(&mut rng);
+        let ts: Vec<f64> = strata
+            .iter()
+            .map(|&k| {
+                let u: f64 = rng.random_range(0.0..1.0);
+                t_eps + (1.0 - t_eps) * (k as f64 + u) / m as f64
+            })
+            .collect();
+        let shape = [m, 1, images.h, images.w];
+        let z = randn(&shape, &mut rng, device)?;
+        let x0 = Tensor::from_vec(images.data.clone(), &shape, device)?;
+        Ok(Self {
+            x0,
+            z,
+            ts,
+            batch: batch.max(1),
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.ts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ts.is_empty()
+    }
+
+    /// Mean DSM loss (per pixel) of `net` over the validation images and their fixed draws.
+    pub fn loss(&self, net: &UNet, sde: &dyn Sde) -> Result<f64> {
+        let m = self.len();
+        let mut sum = 0.0;
+        let mut start = 0;
+        while start < m {
+            let b = self.batch.min(m - start);
+            let x0 = self.x0.narrow(0, start, b)?;
+            let z = self.z.narrow(0, start, b)?;
+            let l = dsm_loss_at(net, sde, &x0, &self.ts[start..start + b], &z)?;
+            sum += l.to_dtype(DType::F64)?.to_scalar::<f64>()? * b as f64;
+            start += b;
+        }
+        Ok(sum / m.max(1) as f64)
+    }
 }
 
 /// The training state: network, optimiser, EMA.
@@ -251,6 +383,17 @@ impl Trainer {
         m
     }
 
+    /// A network holding the EMA weights (what a checkpoint would load), for evaluation.
+    pub fn ema_net(&self) -> Result<UNet> {
+        let vb = VarBuilder::from_tensors(self.ema_weights(), DType::F32, &self.device);
+        Ok(UNet::new(&self.net_config, vb)?)
+    }
+
+    /// Validation DSM loss of the EMA weights on `val`'s fixed draws.
+    pub fn validation_loss(&self, val: &ValidationSet) -> Result<f64> {
+        val.loss(&self.ema_net()?, &self.sde)
+    }
+
     /// Raw (optimised) weights.
     pub fn raw_weights(&self) -> HashMap<String, Tensor> {
         let mut m: HashMap<String, Tensor> = self
@@ -344,15 +487,106 @@ impl Trainer {
 pub struct TrainSummary {
     pub steps: usize,
     pub final_loss: f64,
+    /// Validation DSM loss of the final EMA weights (`None` without a validation split).
+    pub final_val_loss: Option<f64>,
+    /// Images trained on and held out.
+    pub n_train: usize,
+    pub n_val: usize,
     pub wall_time_s: f64,
     pub out_dir: PathBuf,
+}
+
+/// The validation split `config` asks of `dataset` ([`validation_split`] over the images of
+/// the input stack, before any augmentation).
+pub fn split_for(dataset: &Dataset, config: &TrainConfig) -> Result<Split> {
+    validation_split(dataset.images.n, config.val_fraction, config.split_seed).map_err(|msg| {
+        PriorError::Data {
+            path: dataset.source.clone(),
+            msg,
+        }
+    })
+}
+
+/// The validation split recorded in a checkpoint's `config.json` (`training.split`), or
+/// `None` when it records none (a checkpoint trained on every image of its data file, as
+/// every checkpoint before splits existed was).
+pub fn split_from_config_json(bytes: &[u8], path: &Path) -> Result<Option<Split>> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| PriorError::Config {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })?;
+    match v.get("training").and_then(|t| t.get("split")) {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(s) => serde_json::from_value(s.clone())
+            .map(Some)
+            .map_err(|e| PriorError::Config {
+                path: path.to_path_buf(),
+                msg: format!("training.split: {e}"),
+            }),
+    }
+}
+
+/// [`split_from_config_json`] of `dir/config.json`.
+pub fn read_split(dir: &Path) -> Result<Option<Split>> {
+    let p = dir.join(CONFIG_FILE);
+    let bytes = std::fs::read(&p).map_err(|source| PriorError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    split_from_config_json(&bytes, &p)
+}
+
+/// A resumed run must hold out exactly the images the first run held out: otherwise
+/// images it already trained on would be scored as unseen (or the reverse).
+fn check_resume_split(out: &Path, split: &Split) -> Result<()> {
+    let cpath = out.join(CONFIG_FILE);
+    let err = |msg: String| PriorError::Data {
+        path: cpath.clone(),
+        msg,
+    };
+    match read_split(out)? {
+        None if split.val_indices.is_empty() => Ok(()),
+        None => Err(err(format!(
+            "this checkpoint records no validation split: it was trained on every image of its \
+             data, so none can be held out now (this run asks for --val-fraction {}); resume \
+             with --val-fraction 0, or train afresh",
+            split.fraction
+        ))),
+        Some(r) if r.n_images != split.n_images => Err(err(format!(
+            "the checkpoint's validation split was drawn over {} images, but the data holds {}: \
+             resume with the same data file",
+            r.n_images, split.n_images
+        ))),
+        Some(r) if r.fraction != split.fraction || r.seed != split.seed => Err(err(format!(
+            "the checkpoint was trained with --val-fraction {} --split-seed {}, this run asks \
+             for --val-fraction {} --split-seed {}: resume with the same values (the held-out \
+             images must stay unseen)",
+            r.fraction, r.seed, split.fraction, split.seed
+        ))),
+        Some(r) if r.val_indices != split.val_indices => Err(err(
+            "the validation indices recorded in training.split are not the ones its fraction \
+             and seed give (was config.json edited?): refusing to resume"
+                .to_string(),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+/// At most `k` of `v`, evenly spaced through it (all of `v` when it has no more than `k`).
+fn spread(v: &[usize], k: usize) -> Vec<usize> {
+    if v.len() <= k {
+        return v.to_vec();
+    }
+    (0..k).map(|j| v[j * v.len() / k]).collect()
 }
 
 fn write_checkpoint(
     trainer: &Trainer,
     dataset: &Dataset,
+    split: &Split,
     out: &Path,
     final_loss: f64,
+    val_loss: Option<f64>,
     wall: f64,
 ) -> Result<()> {
     let pp = &dataset.preprocess;
@@ -386,23 +620,94 @@ fn write_checkpoint(
         },
     };
     save_checkpoint(out, &cfg, &trainer.ema_weights())?;
+    // The split and the validation loss go into config.json's training record as extra keys
+    // (the checkpoint loader ignores keys it does not know, so older readers still load it).
+    let cpath = out.join(CONFIG_FILE);
+    let mut v = serde_json::to_value(&cfg).expect("config serialises");
+    v["training"]["split"] = serde_json::to_value(split).expect("split serialises");
+    v["training"]["shift_px"] = (trainer.config.shift_px * trainer.config.augment as usize).into();
+    if let Some(l) = val_loss {
+        v["training"]["val_loss"] = l.into();
+    }
+    let json = serde_json::to_string_pretty(&v).expect("config serialises") + "\n";
+    crate::io::write_atomic(&cpath, json.as_bytes()).map_err(|source| PriorError::Io {
+        path: cpath,
+        source,
+    })?;
     trainer.save_state(out)
+}
+
+/// Header of `loss.csv`; `val_loss` is empty on rows without a validation evaluation.
+pub const LOSS_CSV_HEADER: &str = "step,loss,lr,images_per_s,val_loss";
+const OLD_LOSS_CSV_HEADER: &str = "step,loss,lr,images_per_s";
+
+/// Brings a resumed run's `loss.csv` to the current header: a file written before the
+/// `val_loss` column gets the column (empty on its old rows); a missing file is started.
+fn upgrade_loss_csv(csv: &Path) -> Result<()> {
+    let io = |source| PriorError::Io {
+        path: csv.to_path_buf(),
+        source,
+    };
+    let text = match std::fs::read_to_string(csv) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return std::fs::write(csv, format!("{LOSS_CSV_HEADER}\n")).map_err(io);
+        }
+        Err(e) => return Err(io(e)),
+    };
+    if text.lines().next().map(str::trim) != Some(OLD_LOSS_CSV_HEADER) {
+        return Ok(());
+    }
+    let mut out = format!("{LOSS_CSV_HEADER}\n");
+    for l in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        out.push_str(l);
+        out.push_str(",\n");
+    }
+    crate::io::write_atomic(csv, out.as_bytes()).map_err(io)
+}
+
+/// (step, loss) points of one curve.
+pub type LossCurve = Vec<(f64, f64)>;
+
+/// (step, training loss) and (step, validation loss) points of a `loss.csv`, old (four
+/// columns) or new.
+pub fn read_loss_csv(text: &str) -> (LossCurve, LossCurve) {
+    let mut train = Vec::new();
+    let mut val = Vec::new();
+    for l in text.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').map(str::trim).collect();
+        let Some(step) = f.first().and_then(|v| v.parse::<f64>().ok()) else {
+            continue;
+        };
+        if let Some(v) = f.get(1).and_then(|v| v.parse::<f64>().ok()) {
+            train.push((step, v));
+        }
+        if let Some(v) = f.get(4).and_then(|v| v.parse::<f64>().ok()) {
+            val.push((step, v));
+        }
+    }
+    (train, val)
 }
 
 fn plot_loss(csv: &Path, png: &Path) {
     let Ok(text) = std::fs::read_to_string(csv) else {
         return;
     };
-    let pts: Vec<(f64, f64)> = text
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            let mut it = l.split(',');
-            Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
-        })
-        .collect();
+    let (pts, val) = read_loss_csv(&text);
     if pts.len() < 2 {
         return;
+    }
+    let mut series = vec![crate::report::plot_util::Series {
+        name: "DSM loss (training batches)",
+        points: &pts,
+        color: plotters::style::BLUE,
+    }];
+    if !val.is_empty() {
+        series.push(crate::report::plot_util::Series {
+            name: "validation DSM loss (EMA, fixed draws)",
+            points: &val,
+            color: plotters::style::RGBColor(255, 127, 14),
+        });
     }
     // A plot failure must never stop training.
     let _ = crate::report::plot_util::line_plot(
@@ -410,17 +715,15 @@ fn plot_loss(csv: &Path, png: &Path) {
         "Denoising score-matching loss",
         "step",
         "loss (per pixel)",
-        &[crate::report::plot_util::Series {
-            name: "DSM loss",
-            points: &pts,
-            color: plotters::style::BLUE,
-        }],
+        &series,
         true,
     );
 }
 
 /// Trains (or resumes training of) a score model on `dataset`, writing checkpoints,
-/// `loss.csv` and `loss.png` to `out`.
+/// `loss.csv` and `loss.png` to `out`. With `config.val_fraction > 0` the images of the
+/// validation split ([`split_for`]) are never trained on; the validation DSM loss of the EMA
+/// weights is computed at every checkpoint and written to `loss.csv` (`val_loss`).
 #[allow(clippy::too_many_arguments)]
 pub fn train(
     dataset: &Dataset,
@@ -445,12 +748,36 @@ pub fn train(
             ),
         });
     }
+    let split = split_for(dataset, &config)?;
+    if resume {
+        check_resume_split(out, &split)?;
+    }
+    let held_out;
+    let images: &ImageStack = if split.val_indices.is_empty() {
+        &dataset.images
+    } else {
+        held_out = dataset.images.subset(&split.train_indices());
+        &held_out
+    };
+    let val = if split.val_indices.is_empty() || config.val_max == 0 {
+        None
+    } else {
+        let idx = spread(&split.val_indices, config.val_max);
+        Some(ValidationSet::new(
+            &dataset.images.subset(&idx),
+            config.t_eps,
+            config.split_seed,
+            config.batch_size,
+            device,
+        )?)
+    };
     let mut trainer = Trainer::new(net_config, sde, config.clone(), device)?;
     let csv = out.join("loss.csv");
     if resume {
         trainer.load_state(out)?;
+        upgrade_loss_csv(&csv)?;
     } else {
-        std::fs::write(&csv, "step,loss,lr,images_per_s\n").map_err(|source| PriorError::Io {
+        std::fs::write(&csv, format!("{LOSS_CSV_HEADER}\n")).map_err(|source| PriorError::Io {
             path: csv.clone(),
             source,
         })?;
@@ -479,21 +806,39 @@ pub fn train(
         ProgressBar::hidden()
     };
     let t0 = Instant::now();
+    let time_up = || {
+        config
+            .max_minutes
+            .is_some_and(|m| t0.elapsed().as_secs_f64() > m * 60.0)
+    };
+    let val_loss = |trainer: &Trainer| -> Result<Option<f64>> {
+        val.as_ref().map(|v| trainer.validation_loss(v)).transpose()
+    };
+    let report_val = |step: usize, v: f64| {
+        let n = val.as_ref().map_or(0, |v| v.len());
+        pb.suspend(|| {
+            eprintln!(
+                "step {step}: validation DSM loss {v:.5} (EMA weights, {n} held-out images, \
+                 fixed draws)"
+            )
+        });
+    };
     let mut window = Vec::new();
     let mut last_loss = f64::NAN;
+    let mut last_val: Option<f64> = None;
     let mut t_log = Instant::now();
     let mut imgs_since = 0usize;
     let mut rng_data = StdRng::seed_from_u64(config.seed.wrapping_add(start_step as u64));
-    while trainer.step < config.max_steps {
-        if let Some(m) = config.max_minutes {
-            if t0.elapsed().as_secs_f64() > m * 60.0 {
-                break;
-            }
-        }
-        let x0 = random_batch(
-            &dataset.images,
+    // The time limit is checked after every step, so the step that reaches it writes the
+    // last checkpoint with its loss row; this check only stops a run given no time at all.
+    let mut stopped = time_up();
+    let mut checkpointed_at = None;
+    while !stopped && trainer.step < config.max_steps {
+        let x0 = random_batch_shifted(
+            images,
             config.batch_size,
             config.augment,
+            config.shift_px,
             &mut rng_data,
             device,
         )?;
@@ -501,38 +846,68 @@ pub fn train(
         window.push(l);
         imgs_since += config.batch_size;
         pb.inc(1);
-        if trainer.step % config.log_every.max(1) == 0 {
+        stopped = trainer.step >= config.max_steps || time_up();
+        let ckpt_now = stopped || trainer.step % config.checkpoint_every.max(1) == 0;
+        if ckpt_now {
+            last_val = val_loss(&trainer)?;
+        }
+        // A checkpoint step always gets a loss row, so that its validation loss sits beside
+        // the training loss of the steps just before it.
+        if ckpt_now || trainer.step % config.log_every.max(1) == 0 {
             last_loss = window.iter().sum::<f64>() / window.len() as f64;
             window.clear();
             let ips = imgs_since as f64 / t_log.elapsed().as_secs_f64();
             t_log = Instant::now();
             imgs_since = 0;
             let lr = trainer.lr_at(trainer.step - 1);
-            let _ = writeln!(csv_f, "{},{last_loss:.6},{lr:.3e},{ips:.2}", trainer.step);
+            let vs = match (ckpt_now, last_val) {
+                (true, Some(v)) => format!("{v:.6}"),
+                _ => String::new(),
+            };
+            let _ = writeln!(
+                csv_f,
+                "{},{last_loss:.6},{lr:.3e},{ips:.2},{vs}",
+                trainer.step
+            );
             let _ = csv_f.flush();
-            pb.set_message(format!("loss {last_loss:.4}  {ips:.1} img/s"));
+            let vm = last_val.map_or(String::new(), |v| format!("  val {v:.4}"));
+            pb.set_message(format!("loss {last_loss:.4}{vm}  {ips:.1} img/s"));
         }
-        if trainer.step % config.checkpoint_every.max(1) == 0 {
+        if ckpt_now {
+            if let Some(v) = last_val {
+                report_val(trainer.step, v);
+            }
             write_checkpoint(
                 &trainer,
                 dataset,
+                &split,
                 out,
                 last_loss,
+                last_val,
                 t0.elapsed().as_secs_f64(),
             )?;
             plot_loss(&csv, &out.join("loss.png"));
+            checkpointed_at = Some(trainer.step);
         }
-    }
-    if !window.is_empty() {
-        last_loss = window.iter().sum::<f64>() / window.len() as f64;
     }
     pb.finish();
     let wall = t0.elapsed().as_secs_f64();
-    write_checkpoint(&trainer, dataset, out, last_loss, wall)?;
-    plot_loss(&csv, &out.join("loss.png"));
+    // No step in this run (resumed at --steps, or no time): the checkpoint is still written,
+    // as before, with the validation loss of the weights it holds.
+    if checkpointed_at != Some(trainer.step) {
+        last_val = val_loss(&trainer)?;
+        if let Some(v) = last_val {
+            report_val(trainer.step, v);
+        }
+        write_checkpoint(&trainer, dataset, &split, out, last_loss, last_val, wall)?;
+        plot_loss(&csv, &out.join("loss.png"));
+    }
     Ok(TrainSummary {
         steps: trainer.step,
         final_loss: last_loss,
+        final_val_loss: last_val,
+        n_train: images.n,
+        n_val: split.val_indices.len(),
         wall_time_s: wall,
         out_dir: out.to_path_buf(),
     })
