@@ -129,9 +129,24 @@ pub struct TrainArgs {
     pub max_minutes: Option<f64>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Disable random flips and 90° rotations.
+    /// Disable the augmentation: random flips, 90° rotations and shifts.
     #[arg(long)]
     pub no_augment: bool,
+    /// Random shifts of each training image by integers in [−N, N] pixels along each axis
+    /// (zero fill), on top of the flips and rotations.
+    #[arg(long, default_value_t = 2)]
+    pub shift_px: usize,
+    /// Fraction of the images held out for validation, never trained on (0: none). The
+    /// split is recorded in config.json and a --resume must ask for the same one.
+    #[arg(long, default_value_t = 0.1, value_parser = fraction)]
+    pub val_fraction: f64,
+    /// Seed of the validation split (and of the validation loss's fixed noise draws);
+    /// independent of --seed, so the same data file always gives the same split.
+    #[arg(long, default_value_t = 0)]
+    pub split_seed: u64,
+    /// Most validation images the validation loss (at every checkpoint) is computed on.
+    #[arg(long, default_value_t = 256, value_parser = super::common::at_least_one)]
+    pub val_max: usize,
     #[arg(long, default_value_t = 250, value_parser = super::common::at_least_one)]
     pub checkpoint_every: usize,
     #[arg(long, default_value_t = 10, value_parser = super::common::at_least_one)]
@@ -216,10 +231,24 @@ pub struct StatsArgs {
     /// Output folder: samples.fits, compare.png, pixels.png, flux.png, power.png, stats.json.
     #[arg(long)]
     pub out: PathBuf,
+    /// Images of --data to compare with: all of them, or the validation (training) part of
+    /// the split recorded in the prior's config.json (`prior train --val-fraction`).
+    #[arg(long, value_enum, default_value_t = SplitArg::All)]
+    pub split: SplitArg,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     #[arg(long)]
     pub quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    /// Every image of --data.
+    All,
+    /// The prior's held-out validation images (images it never trained on).
+    Val,
+    /// The images the prior trained on.
+    Train,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -271,6 +300,18 @@ pub struct LogpArgs {
     /// Hide the progress bars.
     #[arg(long)]
     pub quiet: bool,
+}
+
+/// clap value parser of a fraction in [0, 1).
+fn fraction(s: &str) -> Result<f64, String> {
+    let f: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if !(f.is_finite() && (0.0..1.0).contains(&f)) {
+        return Err(format!("must be in [0, 1), got {f}"));
+    }
+    Ok(f)
 }
 
 /// clap value parser of the Hutchinson probes: one probe has no spread to give an error bar.
@@ -387,6 +428,43 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         a.size,
         ds.normalisation
     );
+    let tc = TrainConfig {
+        batch_size: a.batch,
+        learning_rate: a.lr,
+        weight_decay: a.weight_decay,
+        warmup_steps: a.warmup,
+        grad_clip: a.grad_clip,
+        ema_decay: a.ema,
+        max_steps: a.steps,
+        max_minutes: a.max_minutes,
+        seed: a.seed,
+        augment: !a.no_augment,
+        log_every: a.log_every,
+        checkpoint_every: a.checkpoint_every,
+        val_fraction: a.val_fraction,
+        split_seed: a.split_seed,
+        val_max: a.val_max,
+        shift_px: a.shift_px,
+        ..Default::default()
+    };
+    let split = train::split_for(&ds, &tc)?;
+    let train_idx = split.train_indices();
+    eprintln!(
+        "split: {} training, {} validation images (--val-fraction {}, --split-seed {}); \
+         augmentation: {}",
+        train_idx.len(),
+        split.val_indices.len(),
+        a.val_fraction,
+        a.split_seed,
+        if a.no_augment {
+            "none".to_string()
+        } else {
+            format!(
+                "8 dihedral symmetries, shifts of ±{} px (zero fill)",
+                a.shift_px
+            )
+        }
+    );
     let net_cfg = match &a.network_json {
         Some(p) => serde_json::from_str(
             &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
@@ -409,17 +487,19 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
             let smax = match a.sigma_max {
                 Some(s) => s,
                 None => {
-                    let imgs: Vec<&[f32]> = (0..ds.images.n).map(|i| ds.images.image(i)).collect();
+                    // Song & Ermon's rule on the training part only: σ_max must not depend
+                    // on the images held out.
+                    let imgs: Vec<&[f32]> = train_idx.iter().map(|&i| ds.images.image(i)).collect();
                     let s = sigma_max_from_data(&imgs, 1000);
                     // One image, or identical (e.g. all-zero) images, have no spread to set
                     // the largest noise level from.
                     if s.is_nan() || s <= a.sigma_min {
                         bail!(
                             "{}: the largest distance between two training images is {s} \
-                             ({} images): need at least two different images, or give \
-                             --sigma-max",
+                             ({} training images): need at least two different images, or \
+                             give --sigma-max",
                             a.data.display(),
-                            ds.images.n
+                            imgs.len()
                         );
                     }
                     s
@@ -436,21 +516,6 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         ),
     };
     eprintln!("sde: {sde:?}");
-    let tc = TrainConfig {
-        batch_size: a.batch,
-        learning_rate: a.lr,
-        weight_decay: a.weight_decay,
-        warmup_steps: a.warmup,
-        grad_clip: a.grad_clip,
-        ema_decay: a.ema,
-        max_steps: a.steps,
-        max_minutes: a.max_minutes,
-        seed: a.seed,
-        augment: !a.no_augment,
-        log_every: a.log_every,
-        checkpoint_every: a.checkpoint_every,
-        ..Default::default()
-    };
     {
         let (_, vm) = crate::prior::model::new_unet(&net_cfg, 0, &Device::Cpu)?;
         eprintln!(
@@ -462,10 +527,16 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
     let created = !a.out.exists();
     let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)
         .inspect_err(|_| remove_if_no_checkpoint(&a.out, created))?;
+    let val = s
+        .final_val_loss
+        .map_or(String::new(), |v| format!(", validation loss {v:.4}"));
     eprintln!(
-        "trained {} steps in {:.0} s, final loss {:.4}; checkpoint in {}",
+        "trained {} steps in {:.0} s on {} images ({} held out), final loss {:.4}{val}; \
+         checkpoint in {}",
         s.steps,
         s.wall_time_s,
+        s.n_train,
+        s.n_val,
         s.final_loss,
         s.out_dir.display()
     );
@@ -546,6 +617,18 @@ fn run_sample(a: SampleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The validation split recorded in a prior's config.json (`None`: it records none).
+fn prior_split(spec: &str) -> anyhow::Result<Option<data::Split>> {
+    if spec == "default" {
+        // The same bytes as the embedded prior's (`prior::default`), read for the keys that
+        // the checkpoint loader drops.
+        static DEFAULT_CONFIG: &[u8] = include_bytes!("../../priors/default/config.json");
+        let p = Path::new("<built-in prior>/config.json");
+        return Ok(train::split_from_config_json(DEFAULT_CONFIG, p)?);
+    }
+    Ok(train::read_split(Path::new(spec))?)
+}
+
 fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
     use crate::prior::stats;
     use crate::report::plot_util::{line_plot, Series};
@@ -570,12 +653,18 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
         norm,
     };
     let ds = data::prepare(&raw, &pp, &a.data)?;
-    let mut idx: Vec<usize> = (0..ds.images.n).collect();
-    {
-        use rand::seq::SliceRandom;
-        idx.shuffle(&mut StdRng::seed_from_u64(a.seed ^ 0x7a11));
-    }
-    idx.truncate(a.n);
+    let which = match a.split {
+        SplitArg::All => stats::Reference::All,
+        SplitArg::Val => stats::Reference::Val,
+        SplitArg::Train => stats::Reference::Train,
+    };
+    let split = if a.split == SplitArg::All {
+        None
+    } else {
+        prior_split(&a.prior)?
+    };
+    let idx = stats::reference_indices(ds.images.n, split.as_ref(), which, a.n, a.seed)
+        .map_err(|m| anyhow::anyhow!("prior '{}', data {}: {m}", a.prior, a.data.display()))?;
     let training: Vec<&[f32]> = idx.iter().map(|&i| ds.images.image(i)).collect();
 
     // The output folder must be neither the prior's nor hold the training data.
@@ -633,7 +722,8 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
 
     let c = stats::compare(&training, &samples, size, a.bins);
     // Training images on the top rows, samples below, each on its own grey scale.
-    let shown = 8.min(a.n);
+    // A validation split can hold fewer images than --n samples.
+    let shown = 8.min(a.n).min(training.len());
     let mut grid: Vec<&[f32]> = training[..shown].to_vec();
     grid.extend_from_slice(&samples[..shown]);
     let zoom = (128 / size).max(1);
@@ -748,6 +838,8 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
         "steps": a.steps,
         "sampler": format!("{:?}", a.sampler),
         "seed": a.seed,
+        "split": format!("{:?}", a.split).to_lowercase(),
+        "reference_images": training.len(),
         "sampling_seconds": secs,
         "comparison": c,
     });
@@ -755,10 +847,15 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
     crate::io::write_atomic(&jp, serde_json::to_string_pretty(&json)?.as_bytes())
         .with_context(|| format!("cannot write {}", jp.display()))?;
     eprintln!(
-        "{} samples vs {} training images: KS pixels {:.3}, KS flux {:.3} (flux mean {:.1} vs {:.1}), \
+        "{} samples vs {} {} images: KS pixels {:.3}, KS flux {:.3} (flux mean {:.1} vs {:.1}), \
          max |log10 power ratio| {:.2}; sampling took {:.0} s; results in {}",
         a.n,
         training.len(),
+        match a.split {
+            SplitArg::All => "data",
+            SplitArg::Val => "validation-split",
+            SplitArg::Train => "training-split",
+        },
         c.ks_pixels,
         c.ks_flux,
         c.samples.flux_mean,

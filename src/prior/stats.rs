@@ -3,8 +3,77 @@
 //! prior that reproduces all three has at least learned the marginal brightness, the flux
 //! budget and the spatial scales of its data; none of them needs a reference model.
 
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
 use rustfft::{num_complex::Complex, FftPlanner};
 use serde::Serialize;
+
+use super::data::Split;
+
+/// Which images of a data file the samples are compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reference {
+    /// Every image of the file.
+    All,
+    /// The part of the prior's recorded split it was trained on.
+    Train,
+    /// The prior's held-out validation images: the honest test of a prior.
+    Val,
+}
+
+/// Indices of the reference images among the `n_images` of the data file: the whole file,
+/// or one part of the `split` the prior recorded; shuffled by `seed` and cut to `n`. Errors
+/// (plain messages) when a part is asked of a prior without a split, or of a file of
+/// another length than the split was drawn over.
+pub fn reference_indices(
+    n_images: usize,
+    split: Option<&Split>,
+    which: Reference,
+    n: usize,
+    seed: u64,
+) -> Result<Vec<usize>, String> {
+    let part = match which {
+        Reference::All => "",
+        Reference::Train => "train",
+        Reference::Val => "val",
+    };
+    let mut idx: Vec<usize> = match (which, split) {
+        (Reference::All, _) => (0..n_images).collect(),
+        (_, None) => {
+            return Err(format!(
+                "--split {part}: the prior records no validation split in its config.json \
+                 (trained on every image of its data, or before splits were recorded); train \
+                 it with --val-fraction > 0, or use --split all"
+            ))
+        }
+        (_, Some(s)) if s.n_images != n_images => {
+            return Err(format!(
+                "--split {part}: the prior's split was drawn over {} images, but the data holds \
+                 {n_images}: give the data file the prior was trained on",
+                s.n_images
+            ))
+        }
+        (Reference::Val, Some(s)) if s.val_indices.is_empty() => {
+            return Err(
+                "--split val: the prior was trained with --val-fraction 0 and holds out no \
+                 image; use --split all"
+                    .into(),
+            )
+        }
+        (Reference::Val, Some(s)) => s.val_indices.clone(),
+        (Reference::Train, Some(s)) => s.train_indices(),
+    };
+    if let Some(&bad) = idx.iter().find(|&&i| i >= n_images) {
+        return Err(format!(
+            "--split {part}: the recorded split names image {bad} of a {n_images}-image file"
+        ));
+    }
+    // The same draw as before splits existed, so `--split all` reproduces older numbers.
+    idx.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x7a11));
+    idx.truncate(n);
+    Ok(idx)
+}
 
 /// Density histogram (integrates to 1 over `edges`) of every pixel of every image; values
 /// outside `[edges[0], edges[last]]` are counted in the end bins so that nothing disappears.
@@ -279,6 +348,26 @@ mod tests {
         assert_eq!(ks_statistic(&a, &b), 1.0);
         let c: Vec<f64> = (50..150).map(|i| i as f64).collect();
         assert!((ks_statistic(&a, &c) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn reference_indices_follow_the_split() {
+        let split = crate::prior::data::validation_split(50, 0.2, 3).unwrap();
+        let all = reference_indices(50, None, Reference::All, 100, 0).unwrap();
+        assert_eq!(all.len(), 50);
+        let mut v = reference_indices(50, Some(&split), Reference::Val, 100, 0).unwrap();
+        v.sort_unstable();
+        assert_eq!(v, split.val_indices);
+        let t = reference_indices(50, Some(&split), Reference::Train, 5, 0).unwrap();
+        assert_eq!(t.len(), 5);
+        assert!(t.iter().all(|i| !split.val_indices.contains(i)));
+        let e = reference_indices(50, None, Reference::Val, 10, 0).unwrap_err();
+        assert!(e.contains("no validation split"), "{e}");
+        let e = reference_indices(49, Some(&split), Reference::Val, 10, 0).unwrap_err();
+        assert!(e.contains("50") && e.contains("49"), "{e}");
+        let none = crate::prior::data::validation_split(50, 0.0, 0).unwrap();
+        let e = reference_indices(50, Some(&none), Reference::Val, 10, 0).unwrap_err();
+        assert!(e.contains("--val-fraction 0"), "{e}");
     }
 
     #[test]
