@@ -848,6 +848,8 @@ pub fn train(
         pb.inc(1);
         stopped = trainer.step >= config.max_steps || time_up();
         let ckpt_now = stopped || trainer.step % config.checkpoint_every.max(1) == 0;
+        // Throughput of the training steps alone, before any validation or checkpoint.
+        let ips = imgs_since as f64 / t_log.elapsed().as_secs_f64();
         if ckpt_now {
             last_val = val_loss(&trainer)?;
         }
@@ -856,7 +858,6 @@ pub fn train(
         if ckpt_now || trainer.step % config.log_every.max(1) == 0 {
             last_loss = window.iter().sum::<f64>() / window.len() as f64;
             window.clear();
-            let ips = imgs_since as f64 / t_log.elapsed().as_secs_f64();
             t_log = Instant::now();
             imgs_since = 0;
             let lr = trainer.lr_at(trainer.step - 1);
@@ -888,6 +889,9 @@ pub fn train(
             )?;
             plot_loss(&csv, &out.join("loss.png"));
             checkpointed_at = Some(trainer.step);
+            // A checkpoint step always ends a log window: restart its clock after the
+            // validation and the writes.
+            t_log = Instant::now();
         }
     }
     pb.finish();
