@@ -389,6 +389,13 @@ pub struct ClosureLikelihood<A> {
     op: A,
     phases: Vec<ClosurePhase>,
     amplitudes: Vec<LogClosureAmplitude>,
+    /// `Γ_k`: a visibility's variance per unit variance of every pixel (the operator's
+    /// `diag(A Aᵀ)` on its real part), for the widening at a noisy diffusion state.
+    gamma: Vec<f64>,
+    /// Closures are blind to the total flux: a Gaussian constraint on `Σ x`, `(total, σ)` in
+    /// image units, as VLBI imagers add one (ehtim's `flux`/`zbl` term).
+    total_flux: Option<(f64, f64)>,
+    noise_scale: f64,
 }
 
 impl<A: crate::operator::ForwardOperator> ClosureLikelihood<A> {
@@ -410,11 +417,34 @@ impl<A: crate::operator::ForwardOperator> ClosureLikelihood<A> {
                 got: k + 1,
             });
         }
+        let diag = op.diag_aat();
+        let gamma = (0..n_vis).map(|k| diag[2 * k] as f64).collect();
         Ok(ClosureLikelihood {
             op,
             phases,
             amplitudes,
+            gamma,
+            total_flux: None,
+            noise_scale: f64::INFINITY,
         })
+    }
+
+    /// Adds a Gaussian constraint `Σ x ~ N(total, σ²)` (image units).
+    pub fn with_total_flux(mut self, total: f64, sigma: f64) -> Self {
+        self.total_flux = Some((total, sigma));
+        self
+    }
+
+    /// The image-domain noise scale the sampler carries the diffusion down to (see
+    /// [`LikelihoodScore::data_noise_scale`]); unknown (∞) by default.
+    pub fn with_noise_scale(mut self, scale: f64) -> Self {
+        self.noise_scale = scale;
+        self
+    }
+
+    /// Closure phases and log closure amplitudes held.
+    pub fn counts(&self) -> (usize, usize) {
+        (self.phases.len(), self.amplitudes.len())
     }
 
     pub fn n_closures(&self) -> usize {
@@ -423,6 +453,17 @@ impl<A: crate::operator::ForwardOperator> ClosureLikelihood<A> {
 
     /// `χ²`, and `∂ log L / ∂x` into `grad` (overwritten).
     pub fn chi2_and_gradient(&self, x: &[f32], grad: &mut [f32]) -> f64 {
+        self.widened_chi2_and_gradient(x, 0.0, grad)
+    }
+
+    /// [`Self::chi2_and_gradient`] with every pixel uncertain by `r` (image units, as DPS's
+    /// denoised estimate is): each visibility's variance grows by `r² Γ_k`, and the closures'
+    /// linearised variances by `r² Γ_k / |V_k|²` per term, as the convolved approximation
+    /// widens the Gaussian likelihood. The total-flux term is widened by `r² N`. The
+    /// variances are held fixed in the gradient (their dependence on `|V_k|` is not
+    /// differentiated), as for the linearised variances at `r = 0`.
+    pub fn widened_chi2_and_gradient(&self, x: &[f32], r: f64, grad: &mut [f32]) -> f64 {
+        let r2 = r * r;
         let mut data = vec![0.0f32; self.op.data_len()];
         self.op.forward(x, &mut data);
         let v = |k: usize| Complex::new(data[2 * k] as f64, data[2 * k + 1] as f64);
@@ -431,10 +472,11 @@ impl<A: crate::operator::ForwardOperator> ClosureLikelihood<A> {
         let pi = std::f64::consts::PI;
         for c in &self.phases {
             let model: f64 = c.terms.iter().map(|&(k, s)| s as f64 * v(k).arg()).sum();
+            let s2 = c.sigma * c.sigma + r2 * self.widening(&c.terms, &v);
             let r = (c.value - model + pi).rem_euclid(2.0 * pi) - pi;
-            chi2 += (r / c.sigma).powi(2);
+            chi2 += r * r / s2;
             // d log L / d model = r/σ²; d arg z / d(re, im) = (−im, re)/|z|².
-            let f = r / (c.sigma * c.sigma);
+            let f = r / s2;
             for &(k, s) in &c.terms {
                 let z = v(k);
                 let n2 = z.norm_sqr().max(1e-300);
@@ -448,10 +490,11 @@ impl<A: crate::operator::ForwardOperator> ClosureLikelihood<A> {
                 .iter()
                 .map(|&(k, s)| s as f64 * v(k).norm().max(1e-300).ln())
                 .sum();
+            let s2 = c.sigma * c.sigma + r2 * self.widening(&c.terms, &v);
             let r = c.value - model;
-            chi2 += (r / c.sigma).powi(2);
+            chi2 += r * r / s2;
             // d ln|z| / d(re, im) = (re, im)/|z|².
-            let f = r / (c.sigma * c.sigma);
+            let f = r / s2;
             for &(k, s) in &c.terms {
                 let z = v(k);
                 let n2 = z.norm_sqr().max(1e-300);
@@ -460,12 +503,62 @@ impl<A: crate::operator::ForwardOperator> ClosureLikelihood<A> {
             }
         }
         self.op.adjoint(&g, grad);
+        if let Some((total, sigma)) = self.total_flux {
+            let s2 = sigma * sigma + r2 * x.len() as f64;
+            let d = total - x.iter().map(|&p| p as f64).sum::<f64>();
+            chi2 += d * d / s2;
+            grad.iter_mut().for_each(|g| *g += (d / s2) as f32);
+        }
         chi2
+    }
+
+    /// `Σ Γ_k / |V_k|²` over a closure's terms: its linearised variance per unit pixel variance.
+    fn widening(&self, terms: &[(usize, i8)], v: &impl Fn(usize) -> Complex<f64>) -> f64 {
+        terms
+            .iter()
+            .map(|&(k, _)| self.gamma[k] / v(k).norm_sqr().max(1e-300))
+            .sum()
     }
 
     pub fn reduced_chi2(&self, x: &[f32]) -> f64 {
         let mut grad = vec![0.0f32; x.len()];
-        self.chi2_and_gradient(x, &mut grad) / self.n_closures().max(1) as f64
+        let flux = self.total_flux.map(|(t, s)| {
+            let d = t - x.iter().map(|&p| p as f64).sum::<f64>();
+            d * d / (s * s)
+        });
+        (self.chi2_and_gradient(x, &mut grad) - flux.unwrap_or(0.0))
+            / self.n_closures().max(1) as f64
+    }
+}
+
+/// The closure likelihood at a diffusion state `x_t = μ_t x + σ_t z`: evaluated at `x_t/μ_t`
+/// with every pixel uncertain by `σ_t/μ_t` (the convolved approximation's widening, applied
+/// to the linearised closures). DPS calls it at its denoised estimate with `μ = 1`.
+impl<A: crate::operator::ForwardOperator + Sync> super::LikelihoodScore for ClosureLikelihood<A> {
+    fn image_shape(&self) -> [usize; 2] {
+        self.op.image_shape()
+    }
+
+    fn score_t(
+        &self,
+        x_t: &[f32],
+        mu_t: f32,
+        sigma_t: f32,
+        grad: &mut [f32],
+    ) -> Result<(), super::LikelihoodError> {
+        let mu = mu_t.max(f32::MIN_POSITIVE);
+        let x: Vec<f32> = x_t.iter().map(|&v| v / mu).collect();
+        self.widened_chi2_and_gradient(&x, (sigma_t / mu) as f64, grad);
+        grad.iter_mut().for_each(|g| *g /= mu);
+        Ok(())
+    }
+
+    fn data_noise_scale(&self) -> f64 {
+        self.noise_scale
+    }
+
+    fn reduced_chi2(&self, x: &[f32]) -> f64 {
+        ClosureLikelihood::reduced_chi2(self, x)
     }
 }
 
@@ -584,5 +677,71 @@ mod likelihood_tests {
             );
         }
         assert!(ClosureLikelihood::new(&op, closure_phases(&c, 0, 1.0), vec![]).is_ok());
+    }
+
+    /// The total-flux term: its gradient against finite differences, and it fixes the scale
+    /// the closures leave free (a brighter copy of the truth fits the closures exactly).
+    #[test]
+    fn total_flux_term_pins_the_scale() {
+        let (op, c, sky) = setup();
+        let total: f64 = sky.iter().map(|&v| v as f64).sum();
+        let lik = ClosureLikelihood::new(
+            &op,
+            closure_phases(&c, 0, 1.0),
+            log_closure_amplitudes(&c, 0, 1.0),
+        )
+        .unwrap()
+        .with_total_flux(total, 0.01 * total);
+        let brighter: Vec<f32> = sky.iter().map(|&v| 1.2 * v).collect();
+        let mut g = vec![0.0f32; 256];
+        let chi_truth = lik.chi2_and_gradient(&sky, &mut g);
+        let chi_bright = lik.chi2_and_gradient(&brighter, &mut g);
+        assert!(chi_truth < 1e-3, "{chi_truth}");
+        // (0.2 total / 0.01 total)² = 400.
+        assert!((chi_bright - 400.0).abs() < 1.0, "{chi_bright}");
+        // The reduced χ² is the closures' alone.
+        assert!(lik.reduced_chi2(&brighter) < 1e-4);
+        let mut scratch = vec![0.0f32; 256];
+        let p = 3 * 16 + 3;
+        let h = 1e-3f32;
+        let (mut up, mut down) = (brighter.clone(), brighter.clone());
+        up[p] += h;
+        down[p] -= h;
+        let fd = -(lik.chi2_and_gradient(&up, &mut scratch)
+            - lik.chi2_and_gradient(&down, &mut scratch))
+            / (4.0 * h as f64);
+        assert!((g[p] as f64 - fd).abs() < 1e-2 * fd.abs().max(1.0), "{} vs {fd}", g[p]);
+    }
+
+    /// As a sampler's likelihood: at `σ_t = 0` the score is the exact gradient, at `x_t = μ x`
+    /// it is the gradient at `x` over `μ`, and a noisy state widens the closures (smaller χ²,
+    /// a smaller pull).
+    #[test]
+    fn score_at_a_diffusion_state() {
+        use crate::likelihood::LikelihoodScore;
+        let (op, c, sky) = setup();
+        let lik = ClosureLikelihood::new(
+            &op,
+            closure_phases(&c, 0, 1.0),
+            log_closure_amplitudes(&c, 0, 1.0),
+        )
+        .unwrap();
+        let x: Vec<f32> = sky.iter().map(|&v| v + 0.1).collect();
+        let mut exact = vec![0.0f32; 256];
+        lik.chi2_and_gradient(&x, &mut exact);
+        let mut g = vec![0.0f32; 256];
+        lik.score_t(&x, 1.0, 0.0, &mut g).unwrap();
+        assert_eq!(g, exact);
+        let x_t: Vec<f32> = x.iter().map(|&v| 2.0 * v).collect();
+        lik.score_t(&x_t, 2.0, 0.0, &mut g).unwrap();
+        for (a, b) in g.iter().zip(&exact) {
+            assert!((a - b / 2.0).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {}", b / 2.0);
+        }
+        let mut wide = vec![0.0f32; 256];
+        let chi_wide = lik.widened_chi2_and_gradient(&x, 0.05, &mut wide);
+        let chi = lik.chi2_and_gradient(&x, &mut g);
+        assert!(chi_wide < chi, "{chi_wide} vs {chi}");
+        let norm = |v: &[f32]| v.iter().map(|a| (a * a) as f64).sum::<f64>().sqrt();
+        assert!(norm(&wide) < norm(&exact));
     }
 }
