@@ -138,7 +138,7 @@ pub enum MsError {
         why: &'static str,
     },
 
-    #[error("{path}: UVFITS without the random parameter {name} (PTYPEn): {why}")]
+    #[error("{path}: UVFITS without the random parameter {name} (a PTYPEn card); {why}")]
     MissingParameter {
         path: PathBuf,
         name: &'static str,

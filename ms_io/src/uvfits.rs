@@ -42,8 +42,14 @@ const CARD: usize = 80;
 const SPEED_OF_LIGHT: f64 = 299_792_458.0;
 /// Julian date of MJD 0.
 const MJD_ZERO_JD: f64 = 2_400_000.5;
-/// Groups read per block while scanning the parameters at open.
-const SCAN_GROUPS: usize = 16_384;
+/// Bytes read at once while scanning the parameters at open.
+const SCAN_BYTES: usize = 16 << 20;
+/// At most this many bytes of groups are read at once for a chunk, whatever `chunk_rows`
+/// says: 10k groups of thousands of channels would otherwise take gigabytes.
+const MAX_BLOCK_BYTES: usize = 256 << 20;
+/// Groups longer than this are scanned parameters-only (a seek per group) rather than read
+/// whole.
+const SCAN_WHOLE_GROUP_BYTES: usize = 64 << 10;
 
 /// True when `head` (the first bytes of a file) is the start of a FITS primary header.
 pub(crate) fn looks_like_fits(head: &[u8]) -> bool {
@@ -468,8 +474,17 @@ struct GroupMeta {
 impl Params {
     fn decode(&self, bitpix: Bitpix, g: &[u8]) -> GroupMeta {
         let uvw = self.uvw.map(|p| p.value(bitpix, g) * self.uvw_to_m);
-        let jd: f64 = self.date.iter().map(|p| p.value(bitpix, g)).sum();
-        let time = (jd - MJD_ZERO_JD) * 86_400.0;
+        // Whole days and fractions summed apart, and the zero points apart from the stored
+        // values: a Julian date (2.4e6) in one f64 keeps only ~40 µs.
+        let (mut whole, mut frac) = (0.0f64, 0.0f64);
+        for p in &self.date {
+            for v in [p.zero, bitpix.get(g, p.index) * p.scale] {
+                let f = v.floor();
+                whole += f;
+                frac += v - f;
+            }
+        }
+        let time = ((whole - MJD_ZERO_JD.floor()) + (frac - MJD_ZERO_JD.fract())) * 86_400.0;
         let (a1, a2, subarray) = match self.baseline {
             Baseline::Coded(p) => {
                 let b = p.value(bitpix, g);
@@ -803,6 +818,7 @@ impl UvfitsFile {
             gcount,
             pcount + n_values,
             &mut scan,
+            SCAN_WHOLE_GROUP_BYTES,
         )?;
         if scan.subarrays.len() > 1 {
             return Err(MsError::UnsupportedUvfits {
@@ -1397,7 +1413,7 @@ fn read_params(h: &Header, path: &Path, pcount: usize, ref_freq: f64) -> Result<
             return Err(MsError::MissingParameter {
                 path: path.to_path_buf(),
                 name: "BASELINE",
-                why: "nor ANTENNA1 and ANTENNA2: the antennas of the visibilities are unknown",
+                why: "it has no ANTENNA1 and ANTENNA2 either, so the antennas are unknown",
             })
         }
     };
@@ -1423,7 +1439,7 @@ fn read_params(h: &Header, path: &Path, pcount: usize, ref_freq: f64) -> Result<
     })
 }
 
-#[derive(Default)]
+#[derive(Default, Debug, PartialEq)]
 struct Scan {
     time_range: Option<(f64, f64)>,
     subarrays: BTreeSet<i64>,
@@ -1431,6 +1447,18 @@ struct Scan {
     /// Groups per SOURCE id.
     sources: BTreeMap<i64, usize>,
     first_group_of_source: BTreeMap<i64, usize>,
+}
+
+/// Values at the start of a group that hold every parameter the reader decodes.
+fn params_len(p: &Params) -> usize {
+    let mut all: Vec<Param> = p.uvw.to_vec();
+    all.extend(&p.date);
+    match p.baseline {
+        Baseline::Coded(b) => all.push(b),
+        Baseline::Separate { subarray, a1, a2 } => all.extend(subarray.into_iter().chain([a1, a2])),
+    }
+    all.extend(p.source.into_iter().chain(p.freqsel));
+    all.iter().map(|q| q.index + 1).max().unwrap_or(0)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1443,14 +1471,35 @@ fn scan_groups(
     gcount: usize,
     values_per_group: usize,
     scan: &mut Scan,
+    whole_group_bytes: usize,
 ) -> Result<(), MsError> {
     let group_bytes = values_per_group * bitpix.bytes();
+    let param_bytes = params_len(params) * bitpix.bytes();
+    let whole = group_bytes <= whole_group_bytes;
     let mut buf = Vec::new();
     let mut g0 = 0;
     while g0 < gcount {
-        let n = SCAN_GROUPS.min(gcount - g0);
-        read_groups(file, path, data_start, group_bytes, g0, n, &mut buf)?;
-        for (i, g) in buf.chunks_exact(group_bytes).enumerate() {
+        let n = if whole {
+            (SCAN_BYTES / group_bytes.max(1)).max(1).min(gcount - g0)
+        } else {
+            // Only the random parameters of each group.
+            let n = (SCAN_BYTES / param_bytes.max(1)).max(1).min(gcount - g0);
+            buf.resize(n * param_bytes, 0);
+            for (i, b) in buf.chunks_exact_mut(param_bytes).enumerate() {
+                file.seek(SeekFrom::Start(
+                    data_start + ((g0 + i) * group_bytes) as u64,
+                ))
+                .map_err(|e| io(path, "seeking", e))?;
+                file.read_exact(b)
+                    .map_err(|e| io(path, "reading random parameters", e))?;
+            }
+            n
+        };
+        if whole {
+            read_groups(file, path, data_start, group_bytes, g0, n, &mut buf)?;
+        }
+        let stride = if whole { group_bytes } else { param_bytes };
+        for (i, g) in buf.chunks_exact(stride).enumerate() {
             let m = params.decode(bitpix, g);
             if m.time.is_finite() {
                 scan.time_range = Some(match scan.time_range {
@@ -1641,7 +1690,8 @@ impl Iterator for UvfitsChunks<'_> {
                 return None;
             }
             let start = self.next_group;
-            let n = self.plan.chunk_rows.min(n_groups - start);
+            let cap = (MAX_BLOCK_BYTES / self.uv.layout.group_bytes.max(1)).max(1);
+            let n = self.plan.chunk_rows.min(cap).min(n_groups - start);
             self.next_group += n;
             if let Err(e) = self.read_block(start, n) {
                 self.failed = true;
@@ -1699,6 +1749,36 @@ mod tests {
         assert_eq!(decode(2048.0 * 300.0 + 17.0 + 65536.0), (300, 17, 1));
         assert_eq!(decode(2048.0 + 2.0 + 65536.0), (1, 2, 1));
         assert_eq!(decode(258.01), (1, 2, 2));
+    }
+
+    /// The parameters-only scan (long groups) finds what the whole-group scan finds.
+    #[test]
+    fn scan_parameters_only() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/vla_tdem0003.uvfits");
+        let uv = UvfitsFile::open(&path).unwrap();
+        let lay = &uv.layout;
+        let values = lay.group_bytes / lay.bitpix.bytes();
+        let scan = |limit: usize| {
+            let mut s = Scan::default();
+            let mut f = File::open(&path).unwrap();
+            scan_groups(
+                &mut f,
+                &path,
+                lay.bitpix,
+                &lay.params,
+                lay.data_start,
+                lay.gcount,
+                values,
+                &mut s,
+                limit,
+            )
+            .unwrap();
+            s
+        };
+        let (a, b) = (scan(usize::MAX), scan(0));
+        assert_eq!(a, b);
+        assert_eq!(a.time_range, Some(uv.info().time_range));
+        assert_eq!(a.subarrays.len(), 1);
     }
 
     #[test]

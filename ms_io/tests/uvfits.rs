@@ -388,3 +388,341 @@ fn bad_uvfits_inputs() {
         .unwrap_err();
     assert!(matches!(e, MsError::NeedsMeasurementSet { .. }), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Synthetic files for what the shipped files do not exercise: integer BITPIX with BSCALE,
+// wavelengths, SUBARRAY/ANTENNA1/ANTENNA2, the large-antenna BASELINE coding, two IFs from the
+// FQ table, sources from the SU table, DATE + _DATE, Stokes I, no weight on the COMPLEX axis.
+// ---------------------------------------------------------------------------------------------
+
+fn card(k: &str, v: &str) -> String {
+    let c = format!("{k:<8}= {v:>20}");
+    format!("{c:<80}")
+}
+
+fn s(v: &str) -> String {
+    format!("'{v:<8}'")
+}
+
+/// Cards, END, padded with blanks to 2880 bytes.
+fn header(cards: &[String]) -> Vec<u8> {
+    let mut h: String = cards.concat();
+    h.push_str(&format!("{:<80}", "END"));
+    let mut b = h.into_bytes();
+    b.resize(b.len().div_ceil(2880) * 2880, b' ');
+    b
+}
+
+fn pad(mut b: Vec<u8>) -> Vec<u8> {
+    b.resize(b.len().div_ceil(2880) * 2880, 0);
+    b
+}
+
+/// A BINTABLE extension: columns (TTYPE, TFORM) and rows already encoded big-endian.
+fn bintable(name: &str, cols: &[(&str, &str)], rows: &[Vec<u8>], extra: &[String]) -> Vec<u8> {
+    let mut cards = vec![
+        card("XTENSION", &s("BINTABLE")),
+        card("BITPIX", "8"),
+        card("NAXIS", "2"),
+        card("NAXIS1", &rows[0].len().to_string()),
+        card("NAXIS2", &rows.len().to_string()),
+        card("PCOUNT", "0"),
+        card("GCOUNT", "1"),
+        card("TFIELDS", &cols.len().to_string()),
+        card("EXTNAME", &format!("'{name}'")),
+    ];
+    for (i, (t, f)) in cols.iter().enumerate() {
+        cards.push(card(&format!("TTYPE{}", i + 1), &format!("'{t}'")));
+        cards.push(card(&format!("TFORM{}", i + 1), &s(f)));
+    }
+    cards.extend_from_slice(extra);
+    let mut out = header(&cards);
+    out.extend(pad(rows.concat()));
+    out
+}
+
+fn text(v: &str, n: usize) -> Vec<u8> {
+    let mut b = v.as_bytes().to_vec();
+    b.resize(n, b' ');
+    b
+}
+
+#[test]
+fn synthetic_int16_two_ifs_sources_wavelengths() {
+    // Axes: COMPLEX 3, STOKES 2 (RR LL), FREQ 3, IF 2, RA 1, DEC 1. BITPIX 16, BSCALE 0.5.
+    let ptypes = [
+        ("UU-L", 10.0, 0.0),
+        ("VV-L", 10.0, 0.0),
+        ("WW-L", 10.0, 0.0),
+        ("DATE", 1.0, 2_458_000.5),
+        ("_DATE", 10.0 / 86400.0, 0.0),
+        ("SUBARRAY", 1.0, 0.0),
+        ("ANTENNA1", 1.0, 0.0),
+        ("ANTENNA2", 1.0, 0.0),
+        ("SOURCE", 1.0, 0.0),
+        ("FREQSEL", 1.0, 0.0),
+        ("INTTIM", 1.0, 0.0),
+    ];
+    let mut cards = vec![
+        card("SIMPLE", "T"),
+        card("BITPIX", "16"),
+        card("NAXIS", "7"),
+        card("NAXIS1", "0"),
+        card("NAXIS2", "3"),
+        card("NAXIS3", "2"),
+        card("NAXIS4", "3"),
+        card("NAXIS5", "2"),
+        card("NAXIS6", "1"),
+        card("NAXIS7", "1"),
+        card("EXTEND", "T"),
+        card("GROUPS", "T"),
+        card("PCOUNT", &ptypes.len().to_string()),
+        card("GCOUNT", "3"),
+        card("BSCALE", "0.5"),
+        card("BZERO", "0.0"),
+        card("OBJECT", &s("MULTI")),
+        card("TELESCOP", &s("SYNTH")),
+        card("EPOCH", "2000.0"),
+    ];
+    for (k, (ct, val, del)) in [
+        ("COMPLEX", 1.0, 1.0),
+        ("STOKES", -1.0, -1.0),
+        ("FREQ", 1e9, 1e6),
+        ("IF", 1.0, 1.0),
+        ("RA---SIN", 10.0, 1.0),
+        ("DEC--SIN", 20.0, 1.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let n = k + 2;
+        cards.push(card(&format!("CTYPE{n}"), &s(ct)));
+        cards.push(card(&format!("CRVAL{n}"), &format!("{val:E}")));
+        cards.push(card(&format!("CDELT{n}"), &format!("{del:E}")));
+        cards.push(card(&format!("CRPIX{n}"), "1.0"));
+    }
+    for (i, (p, sc, z)) in ptypes.iter().enumerate() {
+        cards.push(card(&format!("PTYPE{}", i + 1), &s(p)));
+        cards.push(card(&format!("PSCAL{}", i + 1), &format!("{sc:E}")));
+        cards.push(card(&format!("PZERO{}", i + 1), &format!("{z:E}")));
+    }
+    let mut file = header(&cards);
+    // Groups: (a1, a2, source): a cross-correlation of source 1, one of source 2, and an
+    // autocorrelation of source 2.
+    let groups = [(1i16, 2i16, 1i16), (2, 3, 2), (2, 2, 2)];
+    let mut data = Vec::new();
+    for (g, &(a1, a2, src)) in groups.iter().enumerate() {
+        let params = [100, -50, 0, 0, g as i16, 1, a1, a2, src, 1, 10];
+        for p in params {
+            data.extend(p.to_be_bytes());
+        }
+        for i in 0..2i16 {
+            for c in 0..3i16 {
+                for st in 0..2i16 {
+                    let re = (g as i16 + 1) * 10 + i * 3 + c;
+                    // Group 0, IF 1, channel 2, LL: flagged (negative weight).
+                    let w = if (g, i, c, st) == (0, 1, 2, 1) { -2 } else { 2 };
+                    for v in [re, st, w] {
+                        data.extend(v.to_be_bytes());
+                    }
+                }
+            }
+        }
+    }
+    file.extend(pad(data));
+    let be = |v: f64| v.to_be_bytes().to_vec();
+    let be32 = |v: f32| v.to_be_bytes().to_vec();
+    file.extend(bintable(
+        "AIPS FQ",
+        &[
+            ("FRQSEL", "1J"),
+            ("IF FREQ", "2D"),
+            ("CH WIDTH", "2E"),
+            ("TOTAL BANDWIDTH", "2E"),
+            ("SIDEBAND", "2J"),
+        ],
+        &[[
+            1i32.to_be_bytes().to_vec(),
+            be(0.0),
+            be(5e6),
+            be32(1e6),
+            be32(-1e6),
+            be32(3e6),
+            be32(3e6),
+            1i32.to_be_bytes().to_vec(),
+            (-1i32).to_be_bytes().to_vec(),
+        ]
+        .concat()],
+        &[card("NO_IF", "2")],
+    ));
+    let an_rows: Vec<Vec<u8>> = (1..=3i32)
+        .map(|n| {
+            [
+                text(&format!("ST{n}"), 8),
+                be(n as f64),
+                be(2.0 * n as f64),
+                be(3.0 * n as f64),
+                n.to_be_bytes().to_vec(),
+            ]
+            .concat()
+        })
+        .collect();
+    file.extend(bintable(
+        "AIPS AN",
+        &[("ANNAME", "8A"), ("STABXYZ", "3D"), ("NOSTA", "1J")],
+        &an_rows,
+        &[card("ARRAYX", "100.0")],
+    ));
+    let su_rows: Vec<Vec<u8>> = [(1i32, "SRC_A", 10.0), (2, "SRC_B", 30.0)]
+        .iter()
+        .map(|&(id, name, ra)| {
+            [
+                id.to_be_bytes().to_vec(),
+                text(name, 16),
+                be(ra),
+                be(-5.0),
+                be(2000.0),
+            ]
+            .concat()
+        })
+        .collect();
+    file.extend(bintable(
+        "AIPS SU",
+        &[
+            ("ID. NO.", "1J"),
+            ("SOURCE", "16A"),
+            ("RAEPO", "1D"),
+            ("DECEPO", "1D"),
+            ("EPOCH", "1D"),
+        ],
+        &su_rows,
+        &[],
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("synth.uvfits");
+    std::fs::write(&path, &file).unwrap();
+
+    let uv = VisFile::open(&path).unwrap();
+    let info = uv.info();
+    assert_eq!(info.telescope, "SYNTH");
+    assert_eq!(info.spws.len(), 2);
+    assert_eq!(info.spws[0].chan_freq, vec![1e9, 1.001e9, 1.002e9]);
+    assert_eq!(info.spws[1].chan_freq, vec![1.005e9, 1.004e9, 1.003e9]);
+    assert_eq!(info.spws[1].ref_freq, 1.005e9);
+    assert_eq!(
+        info.fields
+            .iter()
+            .map(|f| f.name.as_str())
+            .collect::<Vec<_>>(),
+        ["SRC_A", "SRC_B"]
+    );
+    assert!((info.fields[1].phase_dir.ra.to_degrees() - 30.0).abs() < 1e-12);
+    assert_eq!(uv.rows_per_field().unwrap(), vec![1, 2]);
+    assert_eq!(info.antennas.len(), 3);
+    assert_eq!(info.antennas[2].name, "ST3");
+    assert_eq!(info.antennas[2].position, [103.0, 6.0, 9.0]);
+    let t0 = 58_000.0 * 86400.0;
+    assert_eq!(info.time_range, (t0, t0 + 20.0));
+
+    // Field 0 by default: group 0, both IFs.
+    let v = uv.read(&Selection::default()).unwrap();
+    assert_eq!(v.chunks.len(), 2);
+    let c = &v.chunks[1];
+    assert_eq!((c.spw, c.antenna1[0], c.antenna2[0]), (1, 0, 1));
+    assert_eq!(c.time[0], t0);
+    // 1000 and −500 wavelengths at 1 GHz.
+    let lambda = 299_792_458.0 / 1e9;
+    assert!((c.uvw[0][0] - 1000.0 * lambda).abs() < 1e-9);
+    assert!((c.uvw[0][1] + 500.0 * lambda).abs() < 1e-9);
+    // I = (RR + LL) / 2 of (re, 0) and (re, 0.5); weight 2 min(1, 1); LL flagged → 0.
+    for ch in 0..3 {
+        let re = (10 + 3 + ch) as f32 * 0.5;
+        assert_eq!(c.vis[ch], num_complex::Complex::new(re, 0.25));
+    }
+    assert_eq!(c.weight, vec![2.0, 2.0, 0.0]);
+    assert_eq!(v.stats.used, 5);
+
+    // Field by name: group 1; group 2 is an autocorrelation, counted once per IF.
+    let sel = Selection {
+        field: Some(FieldSelector::Name("src_b".into())),
+        spws: Some(vec![1]),
+        ..Default::default()
+    };
+    let v = uv.read(&sel).unwrap();
+    assert_eq!((v.stats.rows, v.stats.autocorrelations), (1, 1));
+    let c = &v.chunks[0];
+    assert_eq!((c.antenna1[0], c.antenna2[0]), (1, 2));
+    assert_eq!(c.time[0], t0 + 10.0);
+    assert_eq!(c.vis[0].re, (20 + 3) as f32 * 0.5);
+}
+
+#[test]
+fn synthetic_f64_stokes_i_large_antenna_numbers() {
+    // Axes: COMPLEX 2 (no weight), STOKES 1 (I), FREQ 1, RA, DEC; no IF axis, no tables.
+    let mut cards = vec![
+        card("SIMPLE", "T"),
+        card("BITPIX", "-64"),
+        card("NAXIS", "6"),
+        card("NAXIS1", "0"),
+        card("NAXIS2", "2"),
+        card("NAXIS3", "1"),
+        card("NAXIS4", "1"),
+        card("NAXIS5", "1"),
+        card("NAXIS6", "1"),
+        card("GROUPS", "T"),
+        card("PCOUNT", "5"),
+        card("GCOUNT", "2"),
+        card("EQUINOX", "1950.0"),
+    ];
+    for (k, (ct, val)) in [
+        ("COMPLEX", 1.0),
+        ("STOKES", 1.0),
+        ("FREQ", 2e9),
+        ("RA", 1.0),
+        ("DEC", 2.0),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let n = k + 2;
+        cards.push(card(&format!("CTYPE{n}"), &s(ct)));
+        cards.push(card(&format!("CRVAL{n}"), &format!("{val:E}")));
+    }
+    for (i, p) in ["UU---SIN", "VV---SIN", "WW---SIN", "BASELINE", "DATE"]
+        .iter()
+        .enumerate()
+    {
+        cards.push(card(&format!("PTYPE{}", i + 1), &s(p)));
+    }
+    let mut file = header(&cards);
+    let mut data = Vec::new();
+    // 2048 · 300 + 2 + 65536 (antennas 300 and 2) and 256 · 1 + 2 (antennas 1 and 2).
+    for (g, bl) in [(0, 2048.0 * 300.0 + 2.0 + 65536.0), (1, 258.0)] {
+        for v in [
+            1e-6,
+            2e-6,
+            3e-6,
+            bl,
+            2_458_000.5 + g as f64 / 8.0,
+            4.0,
+            -1.0,
+        ] {
+            data.extend(f64::to_be_bytes(v));
+        }
+    }
+    file.extend(pad(data));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("synth64.uvfits");
+    std::fs::write(&path, &file).unwrap();
+    let uv = UvfitsFile::open(&path).unwrap();
+    assert_eq!(uv.info().polarizations, vec![vec![Correlation::Other(1)]]);
+    assert_eq!(uv.info().fields[0].phase_dir.frame, ms_io::Frame::B1950);
+    let v = uv.read(&Selection::default()).unwrap();
+    let c = &v.chunks[0];
+    assert_eq!(c.antenna1, vec![299, 0]);
+    assert_eq!(c.antenna2, vec![1, 1]);
+    assert_eq!(c.vis, vec![num_complex::Complex::new(4.0, -1.0); 2]);
+    assert_eq!(c.weight, vec![1.0, 1.0]);
+    assert_eq!(c.uvw[0], [299.792458, 2.0 * 299.792458, 3.0 * 299.792458]);
+    assert_eq!(c.time[1] - c.time[0], 86400.0 / 8.0);
+}
