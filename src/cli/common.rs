@@ -207,7 +207,12 @@ pub fn sky_header(
 /// `amin` or `deg` (a bare number is degrees, as in WSClean). Returns radians.
 pub fn parse_angle(s: &str) -> anyhow::Result<f64> {
     let t = s.trim();
+    // Longest suffixes first: "uasec" also ends in "asec".
     let units = [
+        ("uasec", 1e-6 / 3600.0),
+        ("µasec", 1e-6 / 3600.0),
+        ("uas", 1e-6 / 3600.0),
+        ("µas", 1e-6 / 3600.0),
         ("masec", 1e-3 / 3600.0),
         ("mas", 1e-3 / 3600.0),
         ("asec", 1.0 / 3600.0),
@@ -221,7 +226,9 @@ pub fn parse_angle(s: &str) -> anyhow::Result<f64> {
         .find_map(|(u, f)| t.strip_suffix(u).map(|n| (n, *f)))
         .unwrap_or((t, 1.0));
     let v: f64 = num.trim().parse().with_context(|| {
-        format!("cannot read the angle '{s}': expected e.g. 0.5asec, 2masec, 1amin or 0.01deg")
+        format!(
+            "cannot read the angle '{s}': expected e.g. 0.5asec, 2masec, 20uas, 1amin or 0.01deg"
+        )
     })?;
     if !(v.is_finite() && v > 0.0) {
         bail!("the angle '{s}' must be positive");
@@ -339,6 +346,8 @@ mod tests {
         let asec = (1.0f64 / 3600.0).to_radians();
         assert!((parse_angle("0.5asec").unwrap() / asec - 0.5).abs() < 1e-12);
         assert!((parse_angle("2masec").unwrap() / asec - 0.002).abs() < 1e-12);
+        assert!((parse_angle("20uas").unwrap() / asec - 2e-5).abs() < 1e-15);
+        assert!((parse_angle("20µasec").unwrap() / asec - 2e-5).abs() < 1e-15);
         assert!((parse_angle("1amin").unwrap() / asec - 60.0).abs() < 1e-12);
         assert!((parse_angle("0.01deg").unwrap() / asec - 36.0).abs() < 1e-9);
         assert!((parse_angle("0.01").unwrap() / asec - 36.0).abs() < 1e-9);

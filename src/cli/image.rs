@@ -19,6 +19,7 @@ use crate::imaging::{
     GainMode, ImagingOptions, SelfcalOptions, SolutionInterval, Weighting,
 };
 use crate::io::{write_cube, write_image, CubeAxis, HeaderValue};
+use crate::likelihood::closure::ClosureLikelihood;
 use crate::likelihood::{CompactMarginal, GaussianLikelihood};
 use crate::operator::nufft::ms2dirty;
 use crate::operator::{
@@ -50,6 +51,19 @@ pub enum LikelihoodArg {
     Gridded,
     /// Every unflagged visibility through the NUFFT: exact, cost grows with the data.
     Visibilities,
+}
+
+/// Which quantities of the visibilities the likelihood fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DataArg {
+    /// The complex visibilities (calibrated data).
+    Vis,
+    /// Closure phases only (VLBI data whose station phases cannot be trusted), with a
+    /// total-flux constraint for the scale.
+    Cphase,
+    /// Closure phases and log closure amplitudes (neither station phases nor amplitudes
+    /// trusted), with a total-flux constraint; the EHT's choice.
+    CphaseLcamp,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -164,6 +178,17 @@ pub struct ImageArgs {
     /// integrations) or seconds.
     #[arg(long, default_value = "scan")]
     pub selfcal_interval: String,
+    /// What the likelihood fits: the visibilities, or closure quantities that station gains
+    /// cannot change (non-redundant sets per time stamp, linearised thermal variances, Blackburn
+    /// et al. 2020). Closure likelihoods are not linear-Gaussian: they are sampled with DPS, with
+    /// no compact components and no self-calibration.
+    #[arg(long, value_enum, default_value_t = DataArg::Vis)]
+    pub data: DataArg,
+    /// Total flux (Jy) the closure likelihoods are held to (±10 %), since closures are blind
+    /// to it. Default: the median amplitude of the shortest 5 % of baselines (for EHT data
+    /// give the compact flux, e.g. 0.6 Jy for M87, as the intra-site baselines also see the jet).
+    #[arg(long)]
+    pub total_flux: Option<f64>,
     /// How the visibility noise is set.
     #[arg(long, value_enum, default_value_t = NoiseArg::Auto)]
     pub noise: NoiseArg,
@@ -265,10 +290,20 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
 
+    let closures = args.data != DataArg::Vis;
+    if closures && args.selfcal > 0 {
+        bail!(
+            "--selfcal fits station gains, which --data {:?} is already blind to: drop one of them",
+            args.data
+        );
+    }
+    if closures && args.method == MethodArg::Cla {
+        eprintln!("closure likelihood: sampling with DPS (the convolved approximation needs a linear-Gaussian likelihood)");
+    }
     let opts = PosteriorOptions {
         method: match args.method {
-            MethodArg::Cla => Method::Cla,
-            MethodArg::Dps => Method::Dps,
+            MethodArg::Cla if !closures => Method::Cla,
+            _ => Method::Dps,
         },
         n_samples: args.samples,
         steps: args.steps,
@@ -335,6 +370,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         window,
         chi2_mean,
         model_vis: model,
+        chi2_closure_mean,
     } = posterior_pass(
         &args,
         &model,
@@ -396,8 +432,18 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         .flatten()
         .collect();
     // Sanity gate and output policy before anything is written, so nothing is half-written.
+    // Closures: the data's own phases and amplitudes are not trusted, so the gate is the
+    // samples' closure χ² (the mean of images free to shift is no fit to judge).
+    let gate_chi2 = match chi2_closure_mean {
+        Some(_) => {
+            let mut s = chi2_lik.clone();
+            s.sort_by(f64::total_cmp);
+            s[s.len() / 2]
+        }
+        None => chi2_mean,
+    };
     super::common::check_fit(
-        chi2_mean,
+        gate_chi2,
         mean.iter().map(|&v| v as f64).sum(),
         &[("mean", &mean), ("std", &std), ("samples", &phys)],
         args.allow_poor_fit,
@@ -454,10 +500,14 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         t_sample.as_secs_f64()
     );
     println!(
-        "  {} visibilities ({} data in the {:?} likelihood), noise {}, flux scale {:.4} Jy/pixel",
+        "  {} visibilities ({} data in the {} likelihood), noise {}, flux scale {:.4} Jy/pixel",
         n_usable,
         n_data,
-        likelihood,
+        if chi2_closure_mean.is_some() {
+            "closure".to_string()
+        } else {
+            format!("{likelihood:?}")
+        },
         match noise {
             Some(e) => format!(
                 "from {} successive differences (σ² = {:.3e}/w)",
@@ -471,6 +521,15 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         "  reduced χ² over all visibilities: mean image {chi2_mean:.3}; samples median \
          {chi2_med:.3} (range {chi2_lo:.3}–{chi2_hi:.3})"
     );
+    if let Some(x) = chi2_closure_mean {
+        println!(
+            "  reduced χ² over the {n_data} closures ({:?}): mean image {x:.3}; samples median {:.3} (range {:.3}–{:.3})",
+            args.data,
+            median_min_max(&chi2_lik).0,
+            median_min_max(&chi2_lik).1,
+            median_min_max(&chi2_lik).2
+        );
+    }
     let window_pixels = window.as_ref().map(|w| w.iter().filter(|&&m| m).count());
     if let Some(k) = window_pixels {
         println!("  window (CLEAN mask): {k} of {npix} pixels; zero outside");
@@ -649,6 +708,8 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         })).collect::<Vec<_>>(),
         "reduced_chi2_samples": chi2,
         "reduced_chi2_samples_likelihood_data": chi2_lik,
+        "data": format!("{:?}", args.data).to_lowercase(),
+        "reduced_chi2_mean_closures": chi2_closure_mean,
         "total_flux_jy": { "mean": fmean, "std": fstd },
         "sampling_seconds": t_sample.as_secs_f64(),
     });
@@ -739,15 +800,17 @@ fn posterior_pass(
         _ => deep_clean(false, "compact components or window (CLEAN failed)"),
     };
     let compact_px = match &clean_positive {
-        Some(cb) if args.compact == CompactArg::Auto => compact_pixels(
-            &cb.model,
-            &cb.restored,
-            cb.residual_sigma,
-            &CompactOptions {
-                max_pixels: args.compact_max,
-                ..Default::default()
-            },
-        ),
+        Some(cb) if args.compact == CompactArg::Auto && args.data == DataArg::Vis => {
+            compact_pixels(
+                &cb.model,
+                &cb.restored,
+                cb.residual_sigma,
+                &CompactOptions {
+                    max_pixels: args.compact_max,
+                    ..Default::default()
+                },
+            )
+        }
         _ => Vec::new(),
     };
     // The window: where the positive CLEAN's restored image is above 5σ of its residual,
@@ -797,9 +860,22 @@ fn posterior_pass(
         .filter(|(k, _)| window.as_ref().is_none_or(|w| w[*k]))
         .map(|(_, &v)| v)
         .fold(f32::MIN, f32::max);
+    // Closures: the total flux they are held to, and (the dirty image of data with
+    // uncalibrated phases being no guide) a flux scale at which the prior's typical image holds it.
+    let closure_total = match args.data {
+        DataArg::Vis => None,
+        _ => Some(match args.total_flux {
+            Some(f) if f > 0.0 && f.is_finite() => f,
+            Some(f) => bail!("--total-flux must be positive, got {f}"),
+            None => shortest_baseline_flux(c),
+        }),
+    };
     let flux_scale =
         match args.flux_scale {
             Some(f) => f,
+            None if closure_total.is_some() => {
+                prior_flux_scale(model, closure_total.unwrap_or(1.0), args.seed)?
+            }
             None if diffuse_peak > 0.0 => diffuse_peak as f64,
             None => bail!(
             "the dirty image has no positive peak ({diffuse_peak} Jy/beam{}): give --flux-scale",
@@ -827,7 +903,39 @@ fn posterior_pass(
         LikelihoodArg::Auto => LikelihoodArg::Gridded,
         l => l,
     };
+    let mut chi2_closure_mean = None;
     let (draws, n_data) = match likelihood {
+        _ if args.data != DataArg::Vis => {
+            let total = closure_total.unwrap_or(1.0);
+            let lik = closure_likelihood(
+                args, c, &geometry, nufft_opts, factor, scale_f32, total, &window,
+            )?;
+            let mut samples =
+                sample_posterior(model, &lik, opts, Some(&bar)).map_err(interrupted_or)?;
+            // Closure phases carry no absolute position: each sample is free to shift, and
+            // their mean would smear. Without a window to pin it, every sample's centre of
+            // light is moved to the phase centre (whole pixels, zero fill), as VLBI imagers
+            // centre closure-only images.
+            if window.is_none() {
+                samples.iter_mut().for_each(|x| recentre(x, side));
+            }
+            let chi2_lik = samples.iter().map(|x| lik.reduced_chi2(x)).collect();
+            let n = samples.len().max(1) as f32;
+            let mut m = vec![0.0f32; geometry.len()];
+            for x in &samples {
+                m.iter_mut().zip(x).for_each(|(a, &b)| *a += b / n);
+            }
+            if let Some(w) = &window {
+                m.iter_mut()
+                    .zip(w)
+                    .filter(|(_, &k)| !k)
+                    .for_each(|(a, _)| *a = 0.0);
+            }
+            chi2_closure_mean = Some(lik.reduced_chi2(&m));
+            let (np, na) = lik.counts();
+            eprintln!("closure likelihood: {np} closure phases, {na} log closure amplitudes");
+            (SkyDraws { samples, chi2_lik }, np + na)
+        }
         LikelihoodArg::Gridded => {
             let cell_noise = match args.cell_scatter_min {
                 0 => CellNoise::Weights,
@@ -942,7 +1050,129 @@ fn posterior_pass(
         chi2_mean,
         model_vis,
         window,
+        chi2_closure_mean,
     })
+}
+
+/// The closure likelihood of `c` on the prior's units (flux scale folded into the operator,
+/// window applied), with its total-flux constraint.
+#[allow(clippy::too_many_arguments)]
+fn closure_likelihood<'a>(
+    args: &ImageArgs,
+    c: &VisChunk,
+    geometry: &ImageGeometry,
+    nufft_opts: &NufftOptions,
+    factor: f64,
+    scale: f32,
+    total: f64,
+    window: &Option<Vec<bool>>,
+) -> anyhow::Result<ClosureLikelihood<Box<dyn ForwardOperator + 'a>>> {
+    use crate::likelihood::closure::{closure_phases, log_closure_amplitudes};
+    // Closures index visibilities in the chunk's rows × channels layout: a NUFFT over all of
+    // them (unusable ones are never referenced).
+    let nufft = Nufft::new(*geometry, &c.uvw, &c.freq, None, nufft_opts)?;
+    let mut phases = Vec::new();
+    let mut amplitudes = Vec::new();
+    for ch in 0..c.n_chan() {
+        phases.extend(closure_phases(c, ch, factor));
+        if args.data == DataArg::CphaseLcamp {
+            amplitudes.extend(log_closure_amplitudes(c, ch, factor));
+        }
+    }
+    if phases.is_empty() && amplitudes.is_empty() {
+        bail!(
+            "{}: no closure can be formed (closure phases need three stations observing at the              same time stamp)",
+            args.vis.display()
+        );
+    }
+    let op = windowed(
+        Scaled {
+            inner: nufft,
+            scale,
+        },
+        window,
+    )?;
+    let lik = ClosureLikelihood::new(op, phases, amplitudes)?
+        .with_total_flux(total / scale as f64, 0.1 * total / scale as f64);
+    eprintln!(
+        "closure likelihood: total flux held to {total:.4} ± {:.4} Jy",
+        0.1 * total
+    );
+    Ok(lik)
+}
+
+/// Shifts a `side²` image by whole pixels so that the centre of light of its positive part
+/// falls on the phase centre pixel (`side/2`), filling with zeros.
+fn recentre(x: &mut [f32], side: usize) {
+    let (mut w, mut cy, mut cx) = (0.0f64, 0.0f64, 0.0f64);
+    for (k, &v) in x.iter().enumerate().filter(|(_, &v)| v > 0.0) {
+        w += v as f64;
+        cy += v as f64 * (k / side) as f64;
+        cx += v as f64 * (k % side) as f64;
+    }
+    if w <= 0.0 {
+        return;
+    }
+    let c = (side / 2) as isize;
+    let dy = c - (cy / w).round() as isize;
+    let dx = c - (cx / w).round() as isize;
+    let src = x.to_vec();
+    x.iter_mut().for_each(|v| *v = 0.0);
+    let n = side as isize;
+    for y in 0..n {
+        for xx in 0..n {
+            let (ty, tx) = (y + dy, xx + dx);
+            if (0..n).contains(&ty) && (0..n).contains(&tx) {
+                x[(ty * n + tx) as usize] = src[(y * n + xx) as usize];
+            }
+        }
+    }
+}
+
+/// The Jy/pixel of a prior image's value 1 at which the prior's typical image (the median
+/// over 8 unconditional draws of 100 steps, a few seconds) holds `total` Jy.
+fn prior_flux_scale(model: &ScoreModel, total: f64, seed: u64) -> anyhow::Result<f64> {
+    let d = super::prior::Draw {
+        n: 8,
+        steps: 100,
+        sampler: super::prior::SamplerArg::Em,
+        snr: 0.0,
+        corrector_steps: 0,
+        batch: 8,
+        seed: seed ^ 0xF1A5_0000,
+        denoise: true,
+    };
+    let npix = model.image_size() * model.image_size();
+    let draws = super::prior::draw_samples(model, &d, &ProgressBar::hidden())?;
+    let mut sums: Vec<f64> = draws
+        .chunks(npix)
+        .map(|x| x.iter().map(|&v| v.max(0.0) as f64).sum())
+        .collect();
+    sums.sort_by(f64::total_cmp);
+    let typical = sums[sums.len() / 2];
+    if typical.is_nan() || typical <= 0.0 {
+        bail!("the prior's draws hold no positive flux: give --flux-scale");
+    }
+    Ok(total / typical)
+}
+
+/// The median amplitude of the usable visibilities on the shortest 5 % of uv distances: the
+/// total flux of a source those baselines do not resolve.
+fn shortest_baseline_flux(c: &VisChunk) -> f64 {
+    let nc = c.n_chan();
+    let mut by_uv: Vec<(f64, f64)> = (0..c.vis.len())
+        .filter(|&k| c.weight[k] > 0.0)
+        .map(|k| {
+            let (r, ch) = (k / nc, k % nc);
+            let uv = c.uvw[r][0].hypot(c.uvw[r][1]) * c.freq[ch];
+            (uv, c.vis[k].norm() as f64)
+        })
+        .collect();
+    by_uv.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = (by_uv.len() / 20).max(1).min(by_uv.len());
+    let mut amp: Vec<f64> = by_uv[..n].iter().map(|p| p.1).collect();
+    amp.sort_by(f64::total_cmp);
+    amp.get(amp.len() / 2).copied().unwrap_or(0.0)
 }
 
 /// `op` restricted to the window's pixels, when there is one.
@@ -978,6 +1208,8 @@ struct Pass {
     /// Model visibilities of the mean, `[re, im, …]` per usable visibility.
     model_vis: Vec<f32>,
     window: Option<Vec<bool>>,
+    /// `--data` with closures: the mean's reduced χ² over the closures.
+    chi2_closure_mean: Option<f64>,
 }
 
 /// Model visibilities (`[re, im, …]` per usable visibility) spread over every visibility of

@@ -1106,15 +1106,15 @@ struct CubeMeta<'a> {
 }
 
 /// How to draw unconditional samples.
-struct Draw {
-    n: usize,
-    steps: usize,
-    sampler: SamplerArg,
-    snr: f64,
-    corrector_steps: usize,
-    batch: usize,
-    seed: u64,
-    denoise: bool,
+pub(crate) struct Draw {
+    pub n: usize,
+    pub steps: usize,
+    pub sampler: SamplerArg,
+    pub snr: f64,
+    pub corrector_steps: usize,
+    pub batch: usize,
+    pub seed: u64,
+    pub denoise: bool,
 }
 
 fn progress_bar(quiet: bool, len: usize) -> ProgressBar {
@@ -1131,7 +1131,11 @@ fn progress_bar(quiet: bool, len: usize) -> ProgressBar {
 }
 
 /// Unconditional samples in model units, `d.n` images of `size²` concatenated.
-fn draw_samples(model: &ScoreModel, d: &Draw, pb: &ProgressBar) -> anyhow::Result<Vec<f32>> {
+pub(crate) fn draw_samples(
+    model: &ScoreModel,
+    d: &Draw,
+    pb: &ProgressBar,
+) -> anyhow::Result<Vec<f32>> {
     let sde = *model.sde();
     let t_eps = model.config().t_eps;
     let size = model.image_size();

@@ -710,7 +710,11 @@ mod likelihood_tests {
         let fd = -(lik.chi2_and_gradient(&up, &mut scratch)
             - lik.chi2_and_gradient(&down, &mut scratch))
             / (4.0 * h as f64);
-        assert!((g[p] as f64 - fd).abs() < 1e-2 * fd.abs().max(1.0), "{} vs {fd}", g[p]);
+        assert!(
+            (g[p] as f64 - fd).abs() < 1e-2 * fd.abs().max(1.0),
+            "{} vs {fd}",
+            g[p]
+        );
     }
 
     /// As a sampler's likelihood: at `σ_t = 0` the score is the exact gradient, at `x_t = μ x`
@@ -735,7 +739,11 @@ mod likelihood_tests {
         let x_t: Vec<f32> = x.iter().map(|&v| 2.0 * v).collect();
         lik.score_t(&x_t, 2.0, 0.0, &mut g).unwrap();
         for (a, b) in g.iter().zip(&exact) {
-            assert!((a - b / 2.0).abs() <= 1e-4 * b.abs().max(1.0), "{a} vs {}", b / 2.0);
+            assert!(
+                (a - b / 2.0).abs() <= 1e-4 * b.abs().max(1.0),
+                "{a} vs {}",
+                b / 2.0
+            );
         }
         let mut wide = vec![0.0f32; 256];
         let chi_wide = lik.widened_chi2_and_gradient(&x, 0.05, &mut wide);
