@@ -1405,3 +1405,47 @@ fn prior_name(args: &ImageArgs) -> String {
         |p| p.display().to_string(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A blob off centre lands with its centre of light on the centre pixel, flux kept; an
+    /// image with nothing positive is left alone.
+    #[test]
+    fn recentre_moves_the_centre_of_light() {
+        let n = 16;
+        let mut x = vec![0.0f32; n * n];
+        x[3 * n + 4] = 2.0;
+        x[3 * n + 5] = 2.0;
+        x[4 * n + 4] = -0.5;
+        recentre(&mut x, n);
+        // Centre of light of the positive part: (3, 4.5) rounds to (3, 5) → moved by (5, 3).
+        assert_eq!(x[8 * n + 7], 2.0);
+        assert_eq!(x[8 * n + 8], 2.0);
+        assert_eq!(x[9 * n + 7], -0.5);
+        assert_eq!(x.iter().filter(|&&v| v != 0.0).count(), 3);
+        let mut neg = vec![-1.0f32; 4];
+        recentre(&mut neg, 2);
+        assert_eq!(neg, vec![-1.0; 4]);
+    }
+
+    /// The shortest 5 % of baselines: their median amplitude, whatever the longer ones hold.
+    #[test]
+    fn shortest_baselines_give_the_total_flux() {
+        let n = 100;
+        let c = VisChunk {
+            uvw: (0..n).map(|k| [k as f64 + 1.0, 0.0, 0.0]).collect(),
+            antenna1: vec![0; n],
+            antenna2: vec![1; n],
+            time: vec![0.0; n],
+            freq: vec![1e9],
+            vis: (0..n)
+                .map(|k| num_complex::Complex::new(if k < 5 { 3.0 } else { 0.1 }, 0.0))
+                .collect(),
+            weight: vec![1.0; n],
+            ..Default::default()
+        };
+        assert_eq!(shortest_baseline_flux(&c), 3.0);
+    }
+}
