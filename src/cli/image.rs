@@ -165,6 +165,11 @@ pub struct ImageArgs {
     /// coverage, where the data leave patterns across the whole field unconstrained.
     #[arg(long, value_enum, default_value_t = WindowArg::Off)]
     pub window: WindowArg,
+    /// A disk of this radius (e.g. 40uas, 2masec) around the phase centre where the sky may be
+    /// non-zero, on its own or intersected with `--window auto`: the compact-source field of
+    /// view VLBI imagers assume when the data (closures) cannot place emission themselves.
+    #[arg(long)]
+    pub window_radius: Option<String>,
     /// Self-calibration rounds before the final posterior (Difmap's habit for VLBI): each
     /// round images the data (at most 16 samples), solves station gains against the mean and
     /// divides them out. χ² is then reported against the corrected data, and against the
@@ -832,10 +837,21 @@ fn posterior_pass(
             args.vis.display()
         ),
     };
+    let window = match &args.window_radius {
+        None => window,
+        Some(r) => {
+            let disk = disk_window(side, parse_angle(r)? / geometry.dx.abs());
+            Some(match window {
+                Some(w) => w.iter().zip(&disk).map(|(&a, &b)| a && b).collect(),
+                None => disk,
+            })
+        }
+    };
     if let Some(w) = &window {
         if !w.iter().any(|&m| m) {
             bail!(
-                "--window auto found no emission above 5σ in the CLEAN image of {}; use --window off",
+                "the window (--window auto: emission above 5σ in the CLEAN image, and \
+                 --window-radius) of {} holds no pixel; use --window off or a larger radius",
                 args.vis.display()
             );
         }
@@ -1099,6 +1115,14 @@ fn closure_likelihood<'a>(
         0.1 * total
     );
     Ok(lik)
+}
+
+/// The pixels of a `side²` image within `radius_px` of the phase centre pixel (`side/2`).
+fn disk_window(side: usize, radius_px: f64) -> Vec<bool> {
+    let c = (side / 2) as f64;
+    (0..side * side)
+        .map(|k| ((k / side) as f64 - c).hypot((k % side) as f64 - c) <= radius_px)
+        .collect()
 }
 
 /// Shifts a `side²` image by whole pixels so that the centre of light of its positive part
@@ -1425,6 +1449,9 @@ mod tests {
         assert_eq!(x[8 * n + 8], 2.0);
         assert_eq!(x[9 * n + 7], -0.5);
         assert_eq!(x.iter().filter(|&&v| v != 0.0).count(), 3);
+        let disk = disk_window(9, 2.0);
+        assert_eq!(disk.iter().filter(|&&m| m).count(), 13);
+        assert!(disk[4 * 9 + 4] && disk[2 * 9 + 4] && !disk[2 * 9 + 3]);
         let mut neg = vec![-1.0f32; 4];
         recentre(&mut neg, 2);
         assert_eq!(neg, vec![-1.0; 4]);
