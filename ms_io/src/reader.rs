@@ -109,50 +109,24 @@ impl MeasurementSet {
     /// matches or when every sample is flagged.
     pub fn read(&self, sel: &Selection) -> Result<Visibilities, MsError> {
         let field_id = self.resolve_field(sel)?;
-        let mut chunks = Vec::new();
-        let mut stats = ReadStats::default();
         let mut iter = self.chunk_iter(sel)?;
-        for chunk in iter.by_ref() {
-            let chunk = chunk?;
-            let used = chunk.weight.iter().filter(|&&w| w > 0.0).count();
-            stats.rows += chunk.n_rows();
-            stats.samples += chunk.weight.len();
-            stats.used += used;
-            stats.dropped += chunk.weight.len() - used;
-            chunks.push(chunk);
-        }
+        let (chunks, mut stats) = gather(&mut iter)?;
         stats.autocorrelations = iter.autocorrelations;
         let field: FieldInfo = self.info.fields[field_id].clone();
-        let spws = match &sel.spws {
-            None => "all".to_string(),
-            Some(v) => format!("{v:?}"),
-        };
+        let spws = spw_label(sel);
         let what = format!(
             "field {field_id} ({:?}), spectral windows {spws}, column {}",
             field.name,
             sel.column.column_name()
         );
-        if stats.rows == 0 {
-            return Err(MsError::NoRows {
-                path: self.info.path.clone(),
-                what: format!(
-                    "no rows of {what}; the main table has rows of fields {:?}",
-                    iter.fields_seen.iter().collect::<Vec<_>>()
-                ),
-            });
-        }
-        if stats.used == 0 {
-            return Err(MsError::AllFlagged {
-                path: self.info.path.clone(),
-                samples: stats.samples,
-                what,
-            });
-        }
-        Ok(Visibilities {
-            chunks,
+        finish_read(
+            &self.info.path,
             field,
-            stats,
-        })
+            what,
+            "the main table has rows of fields",
+            &iter.fields_seen,
+            (chunks, stats),
+        )
     }
 
     fn stokes_plan(&self, ddid: usize) -> Result<StokesPlan, MsError> {
@@ -555,4 +529,63 @@ impl Iterator for ChunkIter<'_> {
             }
         }
     }
+}
+
+/// Reads every chunk of `iter`, counting rows and samples (used and dropped).
+pub(crate) fn gather(
+    iter: &mut dyn Iterator<Item = Result<VisChunk, MsError>>,
+) -> Result<(Vec<VisChunk>, ReadStats), MsError> {
+    let mut chunks = Vec::new();
+    let mut stats = ReadStats::default();
+    for chunk in iter {
+        let chunk = chunk?;
+        let used = chunk.weight.iter().filter(|&&w| w > 0.0).count();
+        stats.rows += chunk.n_rows();
+        stats.samples += chunk.weight.len();
+        stats.used += used;
+        stats.dropped += chunk.weight.len() - used;
+        chunks.push(chunk);
+    }
+    Ok((chunks, stats))
+}
+
+/// The selected spectral windows as the read's errors name them.
+pub(crate) fn spw_label(sel: &Selection) -> String {
+    match &sel.spws {
+        None => "all".to_string(),
+        Some(v) => format!("{v:?}"),
+    }
+}
+
+/// The end of a whole read, for both readers: an error naming `what` when no row matched
+/// (with the fields that do hold rows, `holder` saying where) or every sample is flagged.
+pub(crate) fn finish_read(
+    path: &Path,
+    field: FieldInfo,
+    what: String,
+    holder: &str,
+    fields_seen: &std::collections::BTreeSet<usize>,
+    (chunks, stats): (Vec<VisChunk>, ReadStats),
+) -> Result<Visibilities, MsError> {
+    if stats.rows == 0 {
+        return Err(MsError::NoRows {
+            path: path.to_path_buf(),
+            what: format!(
+                "no rows of {what}; {holder} {:?}",
+                fields_seen.iter().collect::<Vec<_>>()
+            ),
+        });
+    }
+    if stats.used == 0 {
+        return Err(MsError::AllFlagged {
+            path: path.to_path_buf(),
+            samples: stats.samples,
+            what,
+        });
+    }
+    Ok(Visibilities {
+        chunks,
+        field,
+        stats,
+    })
 }

@@ -33,8 +33,8 @@ use crate::error::MsError;
 use crate::reader::{resolve_field, DEFAULT_CHUNK_ROWS};
 use crate::stokes::{combine, Block, BlockWeights, StokesPlan};
 use crate::types::{
-    AntennaInfo, Correlation, DataColumn, Direction, FieldInfo, Frame, MsInfo, ReadStats,
-    Selection, SpwInfo, VisChunk, Visibilities,
+    AntennaInfo, Correlation, DataColumn, Direction, FieldInfo, Frame, MsInfo, Selection, SpwInfo,
+    VisChunk, Visibilities,
 };
 
 const BLOCK: usize = 2880;
@@ -1165,49 +1165,23 @@ impl UvfitsFile {
     /// [`crate::MeasurementSet::read`] does.
     pub fn read(&self, sel: &Selection) -> Result<Visibilities, MsError> {
         let field_id = self.resolve_field(sel)?;
-        let mut chunks = Vec::new();
-        let mut stats = ReadStats::default();
         let mut iter = self.chunks(sel)?;
-        for chunk in iter.by_ref() {
-            let chunk = chunk?;
-            let used = chunk.weight.iter().filter(|&&w| w > 0.0).count();
-            stats.rows += chunk.n_rows();
-            stats.samples += chunk.weight.len();
-            stats.used += used;
-            stats.dropped += chunk.weight.len() - used;
-            chunks.push(chunk);
-        }
+        let (chunks, mut stats) = crate::reader::gather(&mut iter)?;
         stats.autocorrelations = iter.autocorrelations;
         let field = self.info.fields[field_id].clone();
-        let spws = match &sel.spws {
-            None => "all".to_string(),
-            Some(v) => format!("{v:?}"),
-        };
+        let spws = crate::reader::spw_label(sel);
         let what = format!(
             "field {field_id} ({:?}), spectral windows (IFs) {spws}, column DATA",
             field.name
         );
-        if stats.rows == 0 {
-            return Err(MsError::NoRows {
-                path: self.info.path.clone(),
-                what: format!(
-                    "no rows of {what}; the file has groups of fields {:?}",
-                    iter.fields_seen.iter().collect::<Vec<_>>()
-                ),
-            });
-        }
-        if stats.used == 0 {
-            return Err(MsError::AllFlagged {
-                path: self.info.path.clone(),
-                samples: stats.samples,
-                what,
-            });
-        }
-        Ok(Visibilities {
-            chunks,
+        crate::reader::finish_read(
+            &self.info.path,
             field,
-            stats,
-        })
+            what,
+            "the file has groups of fields",
+            &iter.fields_seen,
+            (chunks, stats),
+        )
     }
 }
 
