@@ -16,7 +16,10 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 use rayon::prelude::*;
 
-use super::posterior::{dps_scores, end_time, Method, PriorScore, INTERRUPTED};
+use super::posterior::{
+    dps_scores, end_time, stability_floor, FreeFraction, Method, PriorScore, FREE_FRACTION_EVERY,
+    INTERRUPTED,
+};
 use super::sde_samplers::{euler_maruyama, gaussian_like, predictor_corrector};
 use crate::likelihood::LikelihoodScore;
 use crate::prior::sde::Sde;
@@ -102,6 +105,18 @@ where
                 .map_err(candle_core::Error::wrap)?;
             Tensor::from_vec(g, x.shape(), x.device())
         };
+        // The same at a clean image, each chain widened by its own r (DPS).
+        let like_widened = |x: &Tensor, r: &[f32]| -> Result<Tensor> {
+            let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+            let mut g = vec![0.0f32; xs.len()];
+            g.par_chunks_mut(npix)
+                .zip(xs.par_chunks(npix))
+                .zip(sets.par_iter().zip(r.par_iter()))
+                .try_for_each(|((gc, xc), (&s, &rb))| liks[s].score_t(xc, 1.0, rb, gc))
+                .map_err(candle_core::Error::wrap)?;
+            Tensor::from_vec(g, x.shape(), x.device())
+        };
+        let free = FreeFraction::new(FREE_FRACTION_EVERY, stability_floor(sde, opts.steps, t_end));
         let score = |x: &Tensor, t: f64| -> Result<Tensor> {
             if let Some(c) = &opts.cancel {
                 if c.load(Ordering::Relaxed) {
@@ -113,8 +128,8 @@ where
                     model.score(x, t.max(t_eps))?,
                     like_batch(x, sde.mu(t), sde.sigma(t))?,
                 ),
-                Method::Dps => dps_scores(model, x, t, t.max(t_eps), |x0, r_t| {
-                    like_batch(x0, 1.0, r_t as f64)
+                Method::Dps => dps_scores(model, x, t, t.max(t_eps), &free, |x0, r| {
+                    like_widened(x0, r)
                 })?,
             };
             prior + lik.affine(alpha, 0.0)?

@@ -121,31 +121,128 @@ fn cla_score<L: LikelihoodScore + ?Sized>(
 
 /// DPS from one network pass: the prior score at `x_t` (evaluated at `t_net`, the prior's
 /// time) and `∇_{x_t} log N(y; A x̂₀(x_t), Σ_y + r_t² Γ)` through the network's Jacobian, with
-/// Tweedie's `x̂₀ = (x_t + σ_t² s)/μ_t` at the diffusion's own `t`. `like_at(x̂₀, r_t)` gives
-/// the likelihood's gradient at the detached `x̂₀`, widened by `r_t` ([`dps_widening`]).
+/// Tweedie's `x̂₀ = (x_t + σ_t² s)/μ_t` at the diffusion's own `t`. `like_at(x̂₀, r)` gives
+/// the likelihood's gradient at the detached `x̂₀`, each chain `b` widened by `r[b]`
+/// ([`dps_widening`], times the square root of [`free_fraction`]).
 pub(crate) fn dps_scores<P, F>(
     model: &P,
     x: &Tensor,
     t: f64,
     t_net: f64,
+    free: &FreeFraction,
     like_at: F,
 ) -> Result<(Tensor, Tensor)>
 where
     P: PriorScore + ?Sized,
-    F: FnOnce(&Tensor, f32) -> Result<Tensor>,
+    F: FnOnce(&Tensor, &[f32]) -> Result<Tensor>,
 {
     let sde = model.sde();
     let xv = Var::from_tensor(&x.detach())?;
     let s = model.score(xv.as_tensor(), t_net)?;
     let (mu, sig) = (sde.mu(t), sde.sigma(t));
     let x0 = (xv.as_tensor() + s.affine(sig * sig, 0.0)?)?.affine(1.0 / mu, 0.0)?;
-    let v = like_at(&x0.detach(), dps_widening(sde, t))?;
+    let r_t = dps_widening(sde, t);
+    let r: Vec<f32> = free
+        .get(&xv, &x0, t)?
+        .iter()
+        .map(|f| r_t * f.sqrt())
+        .collect();
+    let v = like_at(&x0.detach(), &r)?;
     let grads = (x0 * v)?.sum_all()?.backward()?;
     let g = grads.get(xv.as_tensor()).cloned().ok_or_else(|| {
         candle_core::Error::Msg("DPS: no gradient reached the diffusion state".into())
     })?;
     Ok((s.detach(), g))
 }
+
+/// [`free_fraction`] of a batch of chains, refreshed every `every` calls: it changes slowly
+/// along the diffusion, and each refresh costs a second backward pass.
+pub(crate) struct FreeFraction {
+    every: usize,
+    /// Smallest fraction allowed: see [`FreeFraction::new`].
+    floor: f32,
+    calls: std::cell::Cell<usize>,
+    last: std::cell::RefCell<Vec<f32>>,
+}
+
+impl FreeFraction {
+    /// `floor`: the reverse step's relative decrease of the widening, `max (r_i² − r_{i+1}²)/r_i²`
+    /// over the time grid ([`stability_floor`]). The likelihood's pull per Euler step is about
+    /// `Δr²/(f r²)` of the residual; above 1 the step overshoots the data and the chains
+    /// diverge (a simulated VLA observation of a COSMOS galaxy: reduced χ² 124 at 150 steps
+    /// without the floor), so `f` is kept at or above it.
+    pub(crate) fn new(every: usize, floor: f32) -> Self {
+        Self {
+            every: every.max(1),
+            floor: floor.clamp(1e-3, 1.0),
+            calls: std::cell::Cell::new(0),
+            last: std::cell::RefCell::new(Vec::new()),
+        }
+    }
+
+    fn get(&self, xv: &Var, x0: &Tensor, t: f64) -> Result<Vec<f32>> {
+        let k = self.calls.get();
+        self.calls.set(k + 1);
+        let stale = self.last.borrow().len() != x0.dim(0)?;
+        if stale || k.is_multiple_of(self.every) {
+            let floor = self.floor;
+            *self.last.borrow_mut() = free_fraction(xv, x0, t)?
+                .into_iter()
+                .map(|f| f.max(floor))
+                .collect();
+        }
+        Ok(self.last.borrow().clone())
+    }
+}
+
+/// Per chain, the fraction of pixels the prior leaves free at this noise level:
+/// `tr(∂x̂₀/∂x_t)·μ_t / N`, by one Rademacher probe (Hutchinson) through a second backward pass.
+/// `Cov[x₀ | x_t] = (σ_t²/μ_t) ∂x̂₀/∂x_t`, so the data's variance from the remaining noise is
+/// `r_t² · diag(A J Aᵀ)`, about `r_t² Γ · tr J/N` when the free pixels are spread over the
+/// operator's rows: for a source on empty sky the prior pins the background long before the
+/// source, and widening by all of Γ weakens the likelihood by `N / tr J`.
+fn free_fraction(xv: &Var, x0: &Tensor, t: f64) -> Result<Vec<f32>> {
+    let b = x0.dim(0)?;
+    let n = x0.elem_count() / b.max(1);
+    // A fixed probe per time (seeded by t): reproducible without threading an RNG through.
+    let mut state = t.to_bits() ^ 0x9E37_79B9_7F4A_7C15;
+    let probe: Vec<f32> = (0..b * n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            if state & 1 == 0 {
+                1.0
+            } else {
+                -1.0
+            }
+        })
+        .collect();
+    let p = Tensor::from_vec(probe, x0.shape(), x0.device())?;
+    let grads = (x0 * &p)?.sum_all()?.backward()?;
+    let jp = grads.get(xv.as_tensor()).cloned().ok_or_else(|| {
+        candle_core::Error::Msg("DPS: no gradient reached the diffusion state".into())
+    })?;
+    let tr: Vec<f32> = (jp * p)?.reshape((b, n))?.sum(1)?.to_vec1()?;
+    Ok(tr.iter().map(|v| (v / n as f32).clamp(1e-3, 1.0)).collect())
+}
+
+/// The largest relative decrease of DPS's widening `r = σ/μ` from one reverse step to the next
+/// on `steps` uniform steps from 1 to `t_end`: the floor of [`FreeFraction`].
+pub(crate) fn stability_floor(sde: &SdeConfig, steps: usize, t_end: f64) -> f32 {
+    let ts = super::sde_samplers::time_grid(steps.max(1), t_end);
+    ts.windows(2)
+        .map(|w| {
+            let (a, b) = (dps_widening(sde, w[0]), dps_widening(sde, w[1]));
+            1.0 - (b * b) / (a * a).max(f32::MIN_POSITIVE)
+        })
+        .fold(0.0f32, f32::max)
+}
+
+/// How many DPS steps reuse one estimate of the free fraction. Measured on the Gaussian
+/// source-on-empty-sky test (300 steps): refreshed at every step the source pixels' mean is off
+/// by 0.53 σ with a spread 1.45× the exact one, every 10th step 0.34 σ and 1.30×.
+pub(crate) const FREE_FRACTION_EVERY: usize = 10;
 
 /// DPS's widening of the likelihood at the denoised image: `r_t = σ_t/μ_t`, the error of `x̂₀`
 /// under a flat prior (an upper bound on its posterior std). Plain DPS (`r_t = 0`) diverged
@@ -155,6 +252,24 @@ where
 /// `Σ_y + σ_t² Γ`. At `t → 0` all agree with the exact likelihood.
 pub(crate) fn dps_widening(sde: &SdeConfig, t: f64) -> f32 {
     (sde.sigma(t) / sde.mu(t)) as f32
+}
+
+/// The likelihood score of every chain of `x` at a clean image widened by its own `r[b]`.
+pub(crate) fn widened_scores<L: LikelihoodScore + ?Sized>(
+    lik: &L,
+    x: &Tensor,
+    r: &[f32],
+) -> Result<Tensor> {
+    use rayon::prelude::*;
+    let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let n = lik.image_len();
+    let mut g = vec![0.0f32; xs.len()];
+    g.par_chunks_mut(n)
+        .zip(xs.par_chunks(n))
+        .zip(r.par_iter())
+        .try_for_each(|((gc, xc), &rb)| lik.score_t(xc, 1.0, rb, gc))
+        .map_err(candle_core::Error::wrap)?;
+    Tensor::from_vec(g, x.shape(), x.device())
 }
 
 /// Reduced χ² of the first chain's denoised estimate `(x_t + σ_t² s)/μ_t` (Tweedie), from the
@@ -222,6 +337,7 @@ pub fn sample_posterior<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
         let zeros = Tensor::zeros((b, 1, side, side), candle_core::DType::F32, model.device())?;
         let x_init = gaussian_like(&zeros, &mut rng)?.affine(sde.prior_std(), 0.0)?;
         let calls = std::cell::Cell::new(0usize);
+        let free = FreeFraction::new(FREE_FRACTION_EVERY, stability_floor(sde, opts.steps, t_end));
         let score = |x: &Tensor, t: f64| -> Result<Tensor> {
             if let Some(c) = &opts.cancel {
                 if c.load(std::sync::atomic::Ordering::Relaxed) {
@@ -235,8 +351,8 @@ pub fn sample_posterior<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
                     model.score(x, t.max(t_eps))?,
                     cla_score(lik, x, sde.mu(t), sde.sigma(t))?,
                 ),
-                Method::Dps => dps_scores(model, x, t, t.max(t_eps), |x0, r_t| {
-                    cla_score(lik, x0, 1.0, r_t as f64)
+                Method::Dps => dps_scores(model, x, t, t.max(t_eps), &free, |x0, r| {
+                    widened_scores(lik, x0, r)
                 })?,
             };
             if let Some(p) = progress {
@@ -284,18 +400,26 @@ mod tests {
     use rand::Rng;
     use rand_distr::StandardNormal;
 
-    /// x ~ N(m0, s0² I): under the VE SDE, p_t = N(m0, (s0² + σ_t²) I).
+    /// x ~ N(m0, diag(s0²)): under the VE SDE, p_t = N(m0, diag(s0² + σ_t²)). A per-pixel
+    /// spread lets a test mimic a source on empty sky (wide prior on a few pixels, narrow
+    /// elsewhere), where the convolved approximation is furthest from exact.
     struct GaussianPrior {
         m0: f64,
-        s0: f64,
+        s0: Vec<f64>,
         sde: SdeConfig,
         side: usize,
     }
 
     impl PriorScore for GaussianPrior {
         fn score(&self, x: &Tensor, t: f64) -> Result<Tensor> {
-            let v = self.s0 * self.s0 + self.sde.sigma(t).powi(2);
-            x.affine(-1.0 / v, self.m0 / v)
+            let s2 = self.sde.sigma(t).powi(2);
+            let inv: Vec<f32> = self
+                .s0
+                .iter()
+                .map(|s| (1.0 / (s * s + s2)) as f32)
+                .collect();
+            let inv = Tensor::from_vec(inv, (1, 1, self.side, self.side), x.device())?;
+            x.affine(-1.0, self.m0)?.broadcast_mul(&inv)
         }
         fn sde(&self) -> &SdeConfig {
             &self.sde
@@ -339,10 +463,29 @@ mod tests {
         x
     }
 
+    /// What a sampler gave against the closed-form posterior.
+    struct Agreement {
+        /// rms over pixels of (sample mean − exact mean) / exact σ.
+        mean_z: f64,
+        /// Mean over pixels of sample std / exact σ.
+        std_ratio: f64,
+        /// Fraction of (exact draw, pixel) pairs where a draw from the exact posterior lies
+        /// within the samples' mean ± 1σ / 2σ, as `validate` scores a truth.
+        coverage: [f64; 2],
+        /// `mean_z` and `std_ratio` over the wide-prior (source) pixels alone.
+        source: [f64; 2],
+    }
+
     /// A posterior with a Gaussian prior and a linear Gaussian likelihood is Gaussian with a
-    /// closed form: the samplers must reproduce its mean and its per-pixel spread.
-    fn check_against_exact(method: Method, flux_scale: f32, sigma_y: f32) {
-        let steps = 400;
+    /// closed form: the samplers must reproduce its mean and its per-pixel spread. With
+    /// `source`, the prior is wide (s0 = 0.5) on a 4×4 patch and narrow (0.02) elsewhere.
+    fn check_against_exact(
+        method: Method,
+        flux_scale: f32,
+        sigma_y: f32,
+        steps: usize,
+        source: bool,
+    ) -> Agreement {
         let side = 12;
         let geom = ImageGeometry::new(side, side, 1e-4, 1e-4).unwrap();
         let mut rng = StdRng::seed_from_u64(3);
@@ -355,14 +498,27 @@ mod tests {
                 [r * cell * a.cos(), r * cell * a.sin(), 0.0]
             })
             .collect();
+        let n = side * side;
+        let s0: Vec<f64> = (0..n)
+            .map(|i| {
+                let (r, c) = (i / side, i % side);
+                match source && !((4..8).contains(&r) && (4..8).contains(&c)) {
+                    true => 0.02,
+                    false if source => 0.5,
+                    false => 0.2,
+                }
+            })
+            .collect();
+        let m0 = 0.3;
         let prior = GaussianPrior {
-            m0: 0.3,
-            s0: 0.2,
+            m0,
+            s0: s0.clone(),
             sde: SdeConfig::Ve(VeSde::new(1e-3, 5.0)),
             side,
         };
-        let truth: Vec<f32> = (0..side * side)
-            .map(|_| (0.3 + 0.2 * rng.sample::<f64, _>(StandardNormal)) as f32)
+        let truth: Vec<f32> = s0
+            .iter()
+            .map(|s| (m0 + s * rng.sample::<f64, _>(StandardNormal)) as f32)
             .collect();
         // Simulate gridded data directly through the operator.
         let zero = vec![Complex::new(0.0f32, 0.0); uvw.len()];
@@ -382,8 +538,7 @@ mod tests {
         let sig = vec![sigma_y; y.len()];
         let lik = GaussianLikelihood::new(op, y.clone(), &sig).unwrap();
 
-        // Exact posterior: P = I/s0² + AᵀA/σ², mean = P⁻¹ (m0/s0² + Aᵀy/σ²).
-        let n = side * side;
+        // Exact posterior: P = diag(1/s0²) + AᵀA/σ², mean = P⁻¹ (m0/s0² + Aᵀy/σ²).
         let mut p = vec![0.0f64; n * n];
         let mut col = vec![0.0f32; lik.operator().data_len()];
         let mut row = vec![0.0f32; n];
@@ -395,13 +550,14 @@ mod tests {
             for i in 0..n {
                 p[i * n + j] = row[i] as f64 / (sigma_y as f64).powi(2);
             }
-            p[j * n + j] += 1.0 / 0.04;
+            p[j * n + j] += 1.0 / (s0[j] * s0[j]);
         }
         let mut aty = vec![0.0f32; n];
         lik.operator().adjoint(&y, &mut aty);
         let rhs: Vec<f64> = aty
             .iter()
-            .map(|&v| v as f64 / (sigma_y as f64).powi(2) + 0.3 / 0.04)
+            .zip(&s0)
+            .map(|(&v, s)| v as f64 / (sigma_y as f64).powi(2) + m0 / (s * s))
             .collect();
         let l = cholesky(&p, n);
         let mean = solve(&l, n, &rhs);
@@ -425,7 +581,19 @@ mod tests {
         };
         let samples = sample_posterior(&prior, &lik, &opts, None).unwrap();
         let k = samples.len() as f64;
-        let (mut err, mut ratio) = (0.0, 0.0);
+        let (mut err, mut ratio, mut inside) = (0.0, 0.0, [0usize; 2]);
+        // Exact draws x = mean + L⁻ᵀ z (P = L Lᵀ): the truths `validate` would score.
+        let mut zrng = StdRng::seed_from_u64(11);
+        let draws = 50;
+        let mut exact = Vec::with_capacity(draws);
+        for _ in 0..draws {
+            let z: Vec<f64> = (0..n).map(|_| zrng.sample(StandardNormal)).collect();
+            let mut x = vec![0.0; n];
+            for i in (0..n).rev() {
+                x[i] = (z[i] - (i + 1..n).map(|q| l[q * n + i] * x[q]).sum::<f64>()) / l[i * n + i];
+            }
+            exact.push(x);
+        }
         for i in 0..n {
             let m = samples.iter().map(|s| s[i] as f64).sum::<f64>() / k;
             let v = samples
@@ -435,28 +603,107 @@ mod tests {
                 / (k - 1.0);
             err += (m - mean[i]).powi(2) / var[i];
             ratio += (v / var[i]).sqrt();
+            for x in &exact {
+                let d = (x[i] + mean[i] - m).abs() / v.sqrt();
+                inside[0] += (d <= 1.0) as usize;
+                inside[1] += (d <= 2.0) as usize;
+            }
         }
-        let (z, ratio) = ((err / n as f64).sqrt(), ratio / n as f64);
-        eprintln!("{method:?} scale {flux_scale} σ {sigma_y}: rms (mean error / exact σ) {z:.3}, std ratio {ratio:.3}");
-        assert!(z < 0.5, "posterior mean off by {z:.2} σ on average");
-        assert!(
-            (0.6..1.5).contains(&ratio),
-            "posterior std ratio {ratio:.2}"
+        // The same two numbers on the wide-prior pixels alone (all of them without `source`).
+        let wide: Vec<usize> = (0..n).filter(|&i| s0[i] > 0.1).collect();
+        let (mut e2, mut r2) = (0.0, 0.0);
+        for &i in &wide {
+            let m = samples.iter().map(|s| s[i] as f64).sum::<f64>() / k;
+            let v = samples
+                .iter()
+                .map(|s| (s[i] as f64 - m).powi(2))
+                .sum::<f64>()
+                / (k - 1.0);
+            e2 += (m - mean[i]).powi(2) / var[i];
+            r2 += (v / var[i]).sqrt();
+        }
+        let a = Agreement {
+            mean_z: (err / n as f64).sqrt(),
+            std_ratio: ratio / n as f64,
+            coverage: inside.map(|c| c as f64 / (n * draws) as f64),
+            source: [(e2 / wide.len() as f64).sqrt(), r2 / wide.len() as f64],
+        };
+        eprintln!(
+            "{method:?} scale {flux_scale} σ {sigma_y} steps {steps} source {source}: rms (mean \
+             error / exact σ) {:.3}, std ratio {:.3}, coverage 68/95 % {:.3}/{:.3}; source \
+             pixels: {:.3}, {:.3}",
+            a.mean_z, a.std_ratio, a.coverage[0], a.coverage[1], a.source[0], a.source[1]
         );
+        a
+    }
+
+    fn assert_close(a: &Agreement) {
+        assert!(
+            a.mean_z < 0.5,
+            "posterior mean off by {:.2} σ on average",
+            a.mean_z
+        );
+        assert!(
+            (0.6..1.5).contains(&a.std_ratio),
+            "posterior std ratio {:.2}",
+            a.std_ratio
+        );
+    }
+
+    /// Not a test: the sweep that measured how the samplers' calibration depends on the number
+    /// of steps and on the prior's shape (README, issue 14). `cargo test --release --lib
+    /// calibration_sweep -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn calibration_sweep() {
+        for source in [false, true] {
+            for method in [Method::Cla, Method::Dps] {
+                for steps in [50, 150, 300, 600] {
+                    for (scale, sy) in [(1.0, 0.5), (30.0, 0.03)] {
+                        check_against_exact(method, scale, sy, steps, source);
+                    }
+                }
+            }
+        }
     }
 
     #[test]
     fn cla_matches_exact_gaussian_posterior() {
-        check_against_exact(Method::Cla, 1.0, 0.5);
+        assert_close(&check_against_exact(Method::Cla, 1.0, 0.5, 400, false));
     }
 
     #[test]
     fn cla_is_stable_at_high_signal_to_noise() {
-        check_against_exact(Method::Cla, 30.0, 0.03);
+        assert_close(&check_against_exact(Method::Cla, 30.0, 0.03, 400, false));
+    }
+
+    /// A source on empty sky at high S/N, where the convolved approximation is off by 4.8 σ
+    /// on the source pixels with samples 4.9× too wide (steps do not help: 50–600 steps give
+    /// the same), and DPS widened by all of Γ was off by 3.5 σ, 3.9× too wide. Widened by the
+    /// prior's free fraction: 0.34 σ, 1.30× (README, "Calibration of the samplers").
+    #[test]
+    fn dps_tracks_a_source_on_empty_sky() {
+        let a = check_against_exact(Method::Dps, 30.0, 0.03, 300, true);
+        assert_close(&a);
+        assert!(
+            a.source[0] < 1.0,
+            "source pixels' mean off by {:.2} σ",
+            a.source[0]
+        );
+        assert!(
+            a.source[1] < 1.8,
+            "source pixels' std {:.2}× too wide",
+            a.source[1]
+        );
+        let [c68, c95] = a.coverage;
+        assert!(
+            (c68 - 0.68).abs() < 0.05 && (c95 - 0.95).abs() < 0.03,
+            "coverage {c68}/{c95}"
+        );
     }
 
     #[test]
     fn dps_matches_exact_gaussian_posterior_roughly() {
-        check_against_exact(Method::Dps, 1.0, 0.5);
+        assert_close(&check_against_exact(Method::Dps, 1.0, 0.5, 400, false));
     }
 }
