@@ -200,4 +200,25 @@ fn selfcal_and_window() {
         "zero exactly outside the window"
     );
     assert!(stdout.contains("window (CLEAN mask)"), "{stdout}");
+    // The prior check: the samples' ELBO placed among the built-in prior's 64 draws.
+    let check = &json["prior_check"];
+    assert_eq!(check["reference_images"].as_u64(), Some(64), "{check}");
+    let below = check["fraction_of_reference_below"].as_f64().unwrap();
+    let verdict = check["verdict"].as_str().unwrap();
+    let median = check["samples_median_nats"].as_f64().unwrap();
+    let [lo, hi] = [0, 1].map(|k| check["samples_range_nats"][k].as_f64().unwrap());
+    assert!(lo <= median && median <= hi, "{check}");
+    assert!((0.0..=1.0).contains(&below), "{check}");
+    let expected = if below == 0.0 {
+        "outside"
+    } else if below < 0.05 {
+        "unusual"
+    } else {
+        "typical"
+    };
+    assert_eq!(verdict, expected, "{check}");
+    assert!(
+        stdout.contains("prior check: ELBO of 2 samples"),
+        "{stdout}"
+    );
 }

@@ -356,6 +356,8 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             "rms_phase_deg": phase,
         }));
     }
+    // `model` names the model visibilities below; the prior stays reachable as this.
+    let model_prior = &model;
     let Pass {
         dirty,
         noise,
@@ -365,6 +367,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         compact_px,
         flux_scale,
         samples,
+        diffuse,
         chi2_lik,
         t_sample,
         n_data,
@@ -416,6 +419,11 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     let beam_significance = clean_baseline
         .as_ref()
         .map(|cb| beam_significance(&phys, samples.len(), &geometry, &cb.pixel_beam));
+
+    // Where the samples sit among the images the prior was made for (Feng et al. 2023).
+    let prior_check =
+        super::prior_check::prior_check(model_prior, args.prior.as_deref(), &diffuse, args.seed)?;
+    drop(diffuse);
 
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
     let mut header = sky_header(&info, field_id, &chunks, scale, "JY/PIXEL");
@@ -576,6 +584,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         }
     }
     println!("  total flux {fmean:.4} ± {fstd:.4} Jy");
+    println!("  prior check: {}", prior_check.line);
     let summary = vec![
         ("Measurement Set".into(), args.vis.display().to_string()),
         ("Prior".into(), prior_name(&args)),
@@ -635,6 +644,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
                 )
             },
         ),
+        ("Prior check".into(), prior_check.line.clone()),
         ("Dirty image".into(), "natural weighting, Jy/beam".into()),
         (
             "Sampling time".into(),
@@ -716,6 +726,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         "data": format!("{:?}", args.data).to_lowercase(),
         "reduced_chi2_mean_closures": chi2_closure_mean,
         "total_flux_jy": { "mean": fmean, "std": fstd },
+        "prior_check": prior_check.check,
         "sampling_seconds": t_sample.as_secs_f64(),
     });
     let jp = p("summary")?.with_extension("json");
@@ -950,7 +961,15 @@ fn posterior_pass(
             chi2_closure_mean = Some(lik.reduced_chi2(&m));
             let (np, na) = lik.counts();
             eprintln!("closure likelihood: {np} closure phases, {na} log closure amplitudes");
-            (SkyDraws { samples, chi2_lik }, np + na)
+            let diffuse = samples.clone();
+            (
+                SkyDraws {
+                    samples,
+                    diffuse,
+                    chi2_lik,
+                },
+                np + na,
+            )
         }
         LikelihoodArg::Gridded => {
             let cell_noise = match args.cell_scatter_min {
@@ -1011,6 +1030,7 @@ fn posterior_pass(
     };
     let SkyDraws {
         mut samples,
+        diffuse,
         chi2_lik,
     } = draws;
     // Outside the window the pixels never met the data: they are the prior's, not the sky.
@@ -1056,6 +1076,7 @@ fn posterior_pass(
         compact_px,
         flux_scale,
         samples,
+        diffuse,
         chi2_lik,
         t_sample,
         n_data,
@@ -1220,6 +1241,8 @@ struct Pass {
     compact_px: Vec<usize>,
     flux_scale: f64,
     samples: Vec<Vec<f32>>,
+    /// What the prior drew, prior units (see [`SkyDraws`]).
+    diffuse: Vec<Vec<f32>>,
     chi2_lik: Vec<f64>,
     t_sample: std::time::Duration,
     n_data: usize,
@@ -1265,6 +1288,8 @@ fn selfcal_options(args: &ImageArgs) -> anyhow::Result<SelfcalOptions> {
 /// Posterior skies (prior units) with the compact fluxes drawn in.
 struct SkyDraws {
     samples: Vec<Vec<f32>>,
+    /// What the prior drew (the samples without their compact fluxes), prior units.
+    diffuse: Vec<Vec<f32>>,
     /// Reduced χ² of each sky over the likelihood's own data (cells for the gridded one).
     chi2_lik: Vec<f64>,
 }
@@ -1283,6 +1308,7 @@ fn sample_sky<A: ForwardOperator>(
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_C0DE_0000_0001);
     let mut out = SkyDraws {
         samples: Vec::with_capacity(diffuse.len()),
+        diffuse: Vec::new(),
         chi2_lik: Vec::with_capacity(diffuse.len()),
     };
     for x in &diffuse {
@@ -1291,6 +1317,7 @@ fn sample_sky<A: ForwardOperator>(
         out.chi2_lik.push(lik.base().reduced_chi2(&sky));
         out.samples.push(sky);
     }
+    out.diffuse = diffuse;
     Ok(out)
 }
 

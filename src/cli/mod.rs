@@ -13,6 +13,7 @@ mod outputs;
 
 pub use common::{open_selection, SelectionArgs};
 pub mod prior;
+mod prior_check;
 pub mod simulate;
 pub mod validate;
 

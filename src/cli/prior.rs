@@ -28,6 +28,10 @@ pub enum PriorCommand {
     /// The prior's log-density of an image (or of each plane of a cube): the probability-flow
     /// ODE estimate and the ELBO, in nats and bits per pixel, with standard errors.
     Logp(LogpArgs),
+    /// The prior's reference log-densities: the ELBO of images of the kind it was trained on
+    /// (its validation split, or any set), written as JSON; `image` places its samples in
+    /// this distribution to tell when the prior may be misspecified.
+    Reference(ReferenceArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -241,6 +245,47 @@ pub struct StatsArgs {
     pub quiet: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct ReferenceArgs {
+    /// Checkpoint folder, or `default` for the embedded prior.
+    #[arg(long, default_value = "default")]
+    pub prior: String,
+    /// Unconditional draws of the prior whose ELBO makes the reference.
+    #[arg(long, default_value_t = 64, value_parser = super::common::at_least_one)]
+    pub n: usize,
+    /// Reverse-diffusion steps of each draw (Euler–Maruyama, no final denoising, as `image`
+    /// ends).
+    #[arg(long, default_value_t = 300, value_parser = super::common::at_least_one)]
+    pub steps: usize,
+    /// Images of the prior's training kind (.npy or FITS cube) whose ELBO is recorded beside
+    /// the draws', to show how far the prior is from them (optional).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Which images of --data: the prior's validation split (images it never trained on), its
+    /// training part, or all of them.
+    #[arg(long, value_enum, default_value_t = SplitArg::Val)]
+    pub split: SplitArg,
+    /// Most images of --data (drawn with --seed).
+    #[arg(long, default_value_t = 64, value_parser = super::common::at_least_one)]
+    pub n_images: usize,
+    /// Monte-Carlo draws of each ELBO: even; `image` uses the same number.
+    #[arg(long, default_value_t = crate::prior::reference::ELBO_SAMPLES, value_parser = even_count)]
+    pub elbo_samples: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 64, value_parser = super::common::at_least_one)]
+    pub batch: usize,
+    /// Output JSON; `image --prior DIR` reads DIR/logp_reference.json.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_parser = super::common::memory_size)]
+    pub max_memory: Option<u64>,
+    #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
+    pub device: DeviceArg,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SplitArg {
     /// Every image of --data.
@@ -344,6 +389,7 @@ pub fn run(cmd: PriorCommand) -> anyhow::Result<()> {
         PriorCommand::Sample(a) => run_sample(a),
         PriorCommand::Stats(a) => run_stats(a),
         PriorCommand::Logp(a) => run_logp(a),
+        PriorCommand::Reference(a) => run_reference(a),
     }
 }
 
@@ -629,6 +675,45 @@ fn prior_split(spec: &str) -> anyhow::Result<Option<data::Split>> {
     Ok(train::read_split(Path::new(spec))?)
 }
 
+/// `--data` prepared as the prior's training images were (its size and normalisation), and up
+/// to `n` indices (seeded) of the `split` part of it.
+fn split_images(
+    prior: &str,
+    cfg: &crate::prior::CheckpointConfig,
+    size: usize,
+    path: &Path,
+    split: SplitArg,
+    n: usize,
+    seed: u64,
+) -> anyhow::Result<(data::Dataset, Vec<usize>)> {
+    use crate::prior::stats;
+    let raw = data::read_images(path)?;
+    let norm = match cfg.normalisation {
+        data::Normalisation::PerImagePeak { .. } => NormKind::PerImagePeak,
+        _ => NormKind::GlobalMinMax,
+    };
+    let pp = Preprocess {
+        size,
+        crop: None,
+        resample: Resample::Area,
+        norm,
+    };
+    let ds = data::prepare(&raw, &pp, path)?;
+    let which = match split {
+        SplitArg::All => stats::Reference::All,
+        SplitArg::Val => stats::Reference::Val,
+        SplitArg::Train => stats::Reference::Train,
+    };
+    let recorded = if split == SplitArg::All {
+        None
+    } else {
+        prior_split(prior)?
+    };
+    let idx = stats::reference_indices(ds.images.n, recorded.as_ref(), which, n, seed)
+        .map_err(|m| anyhow::anyhow!("prior '{prior}', data {}: {m}", path.display()))?;
+    Ok((ds, idx))
+}
+
 fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
     use crate::prior::stats;
     use crate::report::plot_util::{line_plot, Series};
@@ -641,30 +726,7 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
     let model = load_prior(&a.prior, &dev)?;
     let cfg = model.config().clone();
     let size = model.image_size();
-    let raw = data::read_images(&a.data)?;
-    let norm = match cfg.normalisation {
-        data::Normalisation::PerImagePeak { .. } => NormKind::PerImagePeak,
-        _ => NormKind::GlobalMinMax,
-    };
-    let pp = Preprocess {
-        size,
-        crop: None,
-        resample: Resample::Area,
-        norm,
-    };
-    let ds = data::prepare(&raw, &pp, &a.data)?;
-    let which = match a.split {
-        SplitArg::All => stats::Reference::All,
-        SplitArg::Val => stats::Reference::Val,
-        SplitArg::Train => stats::Reference::Train,
-    };
-    let split = if a.split == SplitArg::All {
-        None
-    } else {
-        prior_split(&a.prior)?
-    };
-    let idx = stats::reference_indices(ds.images.n, split.as_ref(), which, a.n, a.seed)
-        .map_err(|m| anyhow::anyhow!("prior '{}', data {}: {m}", a.prior, a.data.display()))?;
+    let (ds, idx) = split_images(&a.prior, &cfg, size, &a.data, a.split, a.n, a.seed)?;
     let training: Vec<&[f32]> = idx.iter().map(|&i| ds.images.image(i)).collect();
 
     // The output folder must be neither the prior's nor hold the training data.
@@ -1081,6 +1143,139 @@ fn run_logp(a: LogpArgs) -> anyhow::Result<()> {
 }
 
 /// A progress bar counting `unit` (hidden with `quiet`).
+/// `prior reference`: the ELBO of `--n` draws of the prior, each divided by its peak, and of
+/// `--data` images if given, written as a [`crate::prior::reference::LogpReference`].
+fn run_reference(a: ReferenceArgs) -> anyhow::Result<()> {
+    use crate::prior::logp::{self, ElboOptions, Point};
+    use crate::prior::reference::LogpReference;
+    tune_malloc();
+    if a.elbo_samples == 0 {
+        bail!("--elbo-samples 0 leaves nothing to estimate");
+    }
+    let mut inputs = vec![Path::new(&a.prior)];
+    if let Some(d) = &a.data {
+        inputs.push(d.as_path());
+    }
+    super::common::check_output(&a.out, &inputs)?;
+    let dev = device(a.device)?;
+    let model = load_prior(&a.prior, &dev)?;
+    let cfg = model.config().clone();
+    let size = model.image_size();
+    let d = size * size;
+    super::common::check_network_batch(&cfg.network, a.batch, false, a.max_memory)?;
+    let t0 = std::time::Instant::now();
+
+    // The prior's own draws, as `image` ends its reverse diffusion, each divided by its peak.
+    let pb = progress_bar(a.quiet, a.n.div_ceil(a.batch) * a.steps);
+    let draw = Draw {
+        n: a.n,
+        steps: a.steps,
+        sampler: SamplerArg::Em,
+        snr: 0.16,
+        corrector_steps: 1,
+        batch: a.batch,
+        seed: a.seed,
+        denoise: false,
+    };
+    let draws = draw_samples(&model, &draw, &pb)?;
+    pb.finish_and_clear();
+    let mut flat = Vec::with_capacity(draws.len());
+    let mut skipped = 0usize;
+    for img in draws.chunks(d) {
+        let peak = img.iter().copied().fold(f32::MIN, f32::max);
+        if peak > 0.0 && peak.is_finite() {
+            flat.extend(img.iter().map(|v| v / peak));
+        } else {
+            skipped += 1;
+        }
+    }
+    let kept = flat.len() / d;
+    if kept < 2 {
+        bail!(
+            "only {kept} of the prior's {} draws have a positive peak",
+            a.n
+        );
+    }
+    let opts = ElboOptions {
+        samples: a.elbo_samples,
+        seed: a.seed,
+        batch: a.batch,
+        point: Point::Noisy,
+    };
+    let elbo_of = |x: Tensor, k: usize, what: &str| -> anyhow::Result<Vec<f64>> {
+        let pb = counted_bar(a.quiet, (k * a.elbo_samples).div_ceil(a.batch), what);
+        let r = logp::elbo(&model, &x, &opts, Some(&pb))?;
+        pb.finish_and_clear();
+        Ok(r.iter().map(|l| l.nats).collect())
+    };
+    let nats = elbo_of(
+        Tensor::from_vec(flat, (kept, 1, size, size), &dev)?,
+        kept,
+        "ELBO batches (draws)",
+    )?;
+    let mut what = format!(
+        "{kept} draws of the prior '{}' (Euler–Maruyama, {} steps, seed {}, no final denoising; \
+         each divided by its peak{})",
+        a.prior,
+        a.steps,
+        a.seed,
+        if skipped > 0 {
+            format!("; {skipped} without a positive peak left out")
+        } else {
+            String::new()
+        }
+    );
+    let images_nats = match &a.data {
+        None => Vec::new(),
+        Some(path) => {
+            let (ds, idx) = split_images(&a.prior, &cfg, size, path, a.split, a.n_images, a.seed)?;
+            let mut imgs = Vec::with_capacity(idx.len() * d);
+            for &i in &idx {
+                imgs.extend_from_slice(ds.images.image(i));
+            }
+            what.push_str(&format!(
+                "; beside them {} images of {} ({:?} split, seed {}) prepared as the training \
+                 images",
+                idx.len(),
+                path.display(),
+                a.split,
+                a.seed
+            ));
+            elbo_of(
+                Tensor::from_vec(imgs, (idx.len(), 1, size, size), &dev)?,
+                idx.len(),
+                "ELBO batches (images)",
+            )?
+        }
+    };
+    let reference = LogpReference::new(what.clone(), a.elbo_samples, a.seed, nats, images_nats);
+    let json = serde_json::to_vec_pretty(&reference)?;
+    crate::io::write_atomic(&a.out, &json)
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    println!("ELBO ({} draws each) of {what}:", a.elbo_samples);
+    let q = |v: &[f64]| {
+        let r = LogpReference::new(String::new(), 2, 0, v.to_vec(), Vec::new());
+        format!(
+            "5 / 50 / 95 %: {:.0} / {:.0} / {:.0} nats (range {:.0} – {:.0})",
+            r.quantile(0.05),
+            r.quantile(0.5),
+            r.quantile(0.95),
+            r.nats[0],
+            r.nats[r.nats.len() - 1]
+        )
+    };
+    println!("  the prior's draws: {}", q(&reference.nats));
+    if !reference.images_nats.is_empty() {
+        println!("  the images:        {}", q(&reference.images_nats));
+    }
+    println!(
+        "  wrote {} in {:.1} s",
+        a.out.display(),
+        t0.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn counted_bar(quiet: bool, len: usize, unit: &str) -> ProgressBar {
     if quiet {
         return ProgressBar::hidden();

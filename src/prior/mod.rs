@@ -11,6 +11,7 @@ pub mod fast_conv;
 pub mod logp;
 pub mod model;
 pub mod ops;
+pub mod reference;
 pub mod resample;
 pub mod sde;
 mod simd;
@@ -21,7 +22,7 @@ use std::path::PathBuf;
 
 pub use checkpoint::{CheckpointConfig, ScoreModel, TrainingInfo};
 pub use data::{Dataset, ImageStack, Normalisation, Preprocess};
-pub use default::default_prior;
+pub use default::{default_prior, default_reference};
 pub use model::{UNet, UNetConfig};
 pub use sde::{Sde, SdeConfig, VeSde, VpSde};
 
