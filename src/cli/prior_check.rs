@@ -92,7 +92,7 @@ pub(crate) fn prior_check(
     let line = format!(
         "ELBO of {k} samples (their diffuse part, each divided by its peak as the training \
          images were; peak {median_peak:.3} in prior units) median {:.0} nats, above {:.0} % of \
-         the prior's {} reference images (5–95 %: {q05:.0} – {q95:.0}): {}",
+         the prior's own {} draws (5–95 %: {q05:.0} – {q95:.0}): {}",
         c.samples_median_nats,
         100.0 * c.fraction_of_reference_below,
         c.reference_images,
