@@ -581,7 +581,7 @@ mod tests {
         };
         let samples = sample_posterior(&prior, &lik, &opts, None).unwrap();
         let k = samples.len() as f64;
-        let (mut err, mut ratio, mut inside) = (0.0, 0.0, [0usize; 2]);
+        let mut inside = [0usize; 2];
         // Exact draws x = mean + L⁻ᵀ z (P = L Lᵀ): the truths `validate` would score.
         let mut zrng = StdRng::seed_from_u64(11);
         let draws = 50;
@@ -594,6 +594,8 @@ mod tests {
             }
             exact.push(x);
         }
+        // Per pixel: squared mean error and std ratio, both against the exact posterior.
+        let mut per_pixel = Vec::with_capacity(n);
         for i in 0..n {
             let m = samples.iter().map(|s| s[i] as f64).sum::<f64>() / k;
             let v = samples
@@ -601,32 +603,29 @@ mod tests {
                 .map(|s| (s[i] as f64 - m).powi(2))
                 .sum::<f64>()
                 / (k - 1.0);
-            err += (m - mean[i]).powi(2) / var[i];
-            ratio += (v / var[i]).sqrt();
+            per_pixel.push(((m - mean[i]).powi(2) / var[i], (v / var[i]).sqrt()));
             for x in &exact {
                 let d = (x[i] + mean[i] - m).abs() / v.sqrt();
                 inside[0] += (d <= 1.0) as usize;
                 inside[1] += (d <= 2.0) as usize;
             }
         }
+        let agreement = |idx: &[usize]| {
+            let (e2, r) = idx.iter().fold((0.0, 0.0), |(e, r), &i| {
+                (e + per_pixel[i].0, r + per_pixel[i].1)
+            });
+            let len = idx.len() as f64;
+            [(e2 / len).sqrt(), r / len]
+        };
+        let all: Vec<usize> = (0..n).collect();
+        let [mean_z, std_ratio] = agreement(&all);
         // The same two numbers on the wide-prior pixels alone (all of them without `source`).
         let wide: Vec<usize> = (0..n).filter(|&i| s0[i] > 0.1).collect();
-        let (mut e2, mut r2) = (0.0, 0.0);
-        for &i in &wide {
-            let m = samples.iter().map(|s| s[i] as f64).sum::<f64>() / k;
-            let v = samples
-                .iter()
-                .map(|s| (s[i] as f64 - m).powi(2))
-                .sum::<f64>()
-                / (k - 1.0);
-            e2 += (m - mean[i]).powi(2) / var[i];
-            r2 += (v / var[i]).sqrt();
-        }
         let a = Agreement {
-            mean_z: (err / n as f64).sqrt(),
-            std_ratio: ratio / n as f64,
+            mean_z,
+            std_ratio,
             coverage: inside.map(|c| c as f64 / (n * draws) as f64),
-            source: [(e2 / wide.len() as f64).sqrt(), r2 / wide.len() as f64],
+            source: agreement(&wide),
         };
         eprintln!(
             "{method:?} scale {flux_scale} σ {sigma_y} steps {steps} source {source}: rms (mean \
