@@ -26,7 +26,7 @@ fn repo() -> PathBuf {
 /// The first COSMOS stamp at least 64 pixels on a side: central square, area-averaged to
 /// 64², sky level (median) removed, scaled to a 2 Jy/pixel peak.
 fn truth_image() -> Vec<f32> {
-    let path = repo().join("../shared/data/galaxies/cosmos_hst/real_galaxy_images_23.5_n1.fits");
+    let path = repo().join("tests/data/cosmos_hst/real_galaxy_images_23.5_n1.fits");
     for hdu in 0..20 {
         let Ok(img) = read_hdu(&path, hdu) else {
             continue;

@@ -1,4 +1,4 @@
-//! Our CLEAN of 3C 273 against WSClean's (`../shared/data/reference/3c273_clean-*.fits`, made by
+//! Our CLEAN of 3C 273 against WSClean's (`tests/data/reference/3c273_clean-*.fits`, made by
 //! `wsclean -weight briggs 0 -size 512 512 -scale 0.5asec -niter 5000 -mgain 0.8
 //! -auto-threshold 3 -use-wgridder -no-small-inversion`), and our beam fit on WSClean's own PSF.
 
@@ -17,7 +17,7 @@ fn root() -> PathBuf {
 }
 
 fn reference(name: &str) -> FitsImage {
-    let path = root().join("../shared/data/reference").join(name);
+    let path = root().join("tests/data/reference").join(name);
     read_image(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

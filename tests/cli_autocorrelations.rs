@@ -79,8 +79,7 @@ fn dirty_with_autocorrelations_matches_wsclean() {
         "{stderr}"
     );
     let ours = read_image(&tmp.path().join("a-dirty.fits")).unwrap();
-    let theirs =
-        read_image(&root().join("../shared/data/reference/3c273_natural-dirty.fits")).unwrap();
+    let theirs = read_image(&root().join("tests/data/reference/3c273_natural-dirty.fits")).unwrap();
     let (_, _, a) = ours.plane();
     let (_, _, b) = theirs.plane();
     let rel = rel_l2(&a, &b);

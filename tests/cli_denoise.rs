@@ -8,7 +8,7 @@ use interf_image::io::{read_image, write_image, SkyHeader};
 
 fn hst(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/hst")
+        .join("tests/data/hst")
         .join(name)
 }
 

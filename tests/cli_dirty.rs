@@ -93,7 +93,7 @@ fn dirty_writes_fits_with_wcs_and_leaves_input_alone() {
     assert!((pp - 1.0).abs() < 1e-6);
     // The B1950 phase centre of this MS, precessed to J2000 as WSClean wrote it (to 10 mas).
     let wsclean =
-        read_image(&root().join("../shared/data/reference/3c273_natural-dirty.fits")).unwrap();
+        read_image(&root().join("tests/data/reference/3c273_natural-dirty.fits")).unwrap();
     for key in ["CRVAL1", "CRVAL2"] {
         let (ours, theirs) = (dirty.get_f64(key).unwrap(), wsclean.get_f64(key).unwrap());
         // WSClean writes RA in (−180°, 180°]: compare on the circle.

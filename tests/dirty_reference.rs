@@ -1,5 +1,5 @@
 //! Our dirty images and PSF of 3C 273 against WSClean's (the reference FITS files in
-//! `../shared/data/reference`, made with `wsclean -size 512 512 -scale 0.5asec -niter 0
+//! `tests/data/reference`, made with `wsclean -size 512 512 -scale 0.5asec -niter 0
 //! -use-wgridder -no-small-inversion`).
 
 use std::path::PathBuf;
@@ -35,7 +35,7 @@ fn image(weighting: Weighting) -> DirtyProducts {
 }
 
 fn reference(name: &str) -> Vec<f64> {
-    let path = root().join("../shared/data/reference").join(name);
+    let path = root().join("tests/data/reference").join(name);
     let fits = read_image(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let (ny, nx, plane) = fits.plane();
     assert_eq!((ny, nx), (512, 512));

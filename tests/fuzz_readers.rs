@@ -197,7 +197,7 @@ fn checkpoint_loader_never_panics() {
 #[test]
 fn lens_json_reader_never_panics() {
     let tracer = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/lensing/dataset_imaging_hst/tracer.json");
+        .join("tests/data/lensing/dataset_imaging_hst/tracer.json");
     let text = std::fs::read_to_string(&tracer).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("lens.json");

@@ -9,8 +9,7 @@ use interf_image::operator::testing::check_operator;
 use interf_image::operator::{DataWindow, ForwardOperator, Hst, HstOptions};
 
 fn psf() -> (Vec<f64>, [usize; 2]) {
-    let p =
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/hst/cosmos_psf_hst.fits");
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/hst/cosmos_psf_hst.fits");
     let img = read_image(&p).unwrap();
     let (ky, kx, d) = img.plane();
     (d, [ky, kx])

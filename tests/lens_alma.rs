@@ -4,16 +4,16 @@
 use std::path::Path;
 use std::process::Command;
 
-const ALMA: &str = "../shared/data/lensing/dataset_interferometer_alma_high_res";
+const ALMA: &str = "tests/data/lensing/dataset_interferometer_alma_high_res";
 
 #[test]
 fn lens_command_on_alma_visibilities() {
     let dir = Path::new(ALMA);
-    // Never a silent pass: the lensing sets (MIT, autolens_profiling) stay in
-    // ../shared/data by its README, which CI provides.
+    // Never a silent pass: the lensing sets (MIT, autolens_profiling) are committed under
+    // tests/data/lensing (see tests/data/README.md).
     assert!(
         dir.exists(),
-        "{ALMA} is missing: this test reads ../shared/data (see .ci/run)"
+        "{ALMA} is missing: it belongs to the repository (tests/data/README.md says where it comes from)"
     );
     let tmp = tempfile::tempdir().unwrap();
     let name = tmp.path().join("alma");

@@ -13,16 +13,16 @@ use interf_image::operator::lens::autolens::read_lens_file;
 use interf_image::operator::lens::{Lens, LensOptions};
 use interf_image::operator::ForwardOperator;
 
-const HST: &str = "../shared/data/lensing/dataset_imaging_hst";
+const HST: &str = "tests/data/lensing/dataset_imaging_hst";
 
 #[test]
 fn pixelated_truth_through_the_operator_fits() {
     let dir = Path::new(HST);
-    // Never a silent pass: the lensing sets (MIT, autolens_profiling) stay in
-    // ../shared/data by its README, which CI provides.
+    // Never a silent pass: the lensing sets (MIT, autolens_profiling) are committed under
+    // tests/data/lensing (see tests/data/README.md).
     assert!(
         dir.exists(),
-        "{HST} is missing: this test reads ../shared/data (see .ci/run)"
+        "{HST} is missing: it belongs to the repository (tests/data/README.md says where it comes from)"
     );
     let im = read_imaging(
         &dir.join("data.fits"),
@@ -75,11 +75,11 @@ fn pixelated_truth_through_the_operator_fits() {
 #[test]
 fn lens_command_on_hst() {
     let dir = Path::new(HST);
-    // Never a silent pass: the lensing sets (MIT, autolens_profiling) stay in
-    // ../shared/data by its README, which CI provides.
+    // Never a silent pass: the lensing sets (MIT, autolens_profiling) are committed under
+    // tests/data/lensing (see tests/data/README.md).
     assert!(
         dir.exists(),
-        "{HST} is missing: this test reads ../shared/data (see .ci/run)"
+        "{HST} is missing: it belongs to the repository (tests/data/README.md says where it comes from)"
     );
     let tmp = tempfile::tempdir().unwrap();
     let name = tmp.path().join("hst");

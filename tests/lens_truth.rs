@@ -11,17 +11,17 @@ use interf_image::operator::lens::autolens::read_lens_file;
 use interf_image::operator::lens::ImageGrid;
 use interf_image::operator::ForwardOperator;
 
-const HST: &str = "../shared/data/lensing/dataset_imaging_hst";
-const ALMA: &str = "../shared/data/lensing/dataset_interferometer_alma_high_res";
+const HST: &str = "tests/data/lensing/dataset_imaging_hst";
+const ALMA: &str = "tests/data/lensing/dataset_interferometer_alma_high_res";
 
 #[test]
 fn hst_truth_reproduces_the_data() {
     let dir = Path::new(HST);
-    // Never a silent pass: the lensing sets (MIT, autolens_profiling) stay in
-    // ../shared/data by its README, which CI provides.
+    // Never a silent pass: the lensing sets (MIT, autolens_profiling) are committed under
+    // tests/data/lensing (see tests/data/README.md).
     assert!(
         dir.exists(),
-        "{HST} is missing: this test reads ../shared/data (see .ci/run)"
+        "{HST} is missing: it belongs to the repository (tests/data/README.md says where it comes from)"
     );
     let im = read_imaging(
         &dir.join("data.fits"),
@@ -65,11 +65,11 @@ fn hst_truth_reproduces_the_data() {
 #[test]
 fn alma_truth_reproduces_the_visibilities() {
     let dir = Path::new(ALMA);
-    // Never a silent pass: the lensing sets (MIT, autolens_profiling) stay in
-    // ../shared/data by its README, which CI provides.
+    // Never a silent pass: the lensing sets (MIT, autolens_profiling) are committed under
+    // tests/data/lensing (see tests/data/README.md).
     assert!(
         dir.exists(),
-        "{ALMA} is missing: this test reads ../shared/data (see .ci/run)"
+        "{ALMA} is missing: it belongs to the repository (tests/data/README.md says where it comes from)"
     );
     let vis = read_visibilities(
         &dir.join("data.fits"),

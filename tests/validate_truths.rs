@@ -7,7 +7,7 @@ use interf_image::validate::truths::{from_file, read_fits_hdus, TruthScaling};
 
 fn cosmos() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data/galaxies/cosmos_hst/real_galaxy_images_23.5_n1.fits")
+        .join("tests/data/cosmos_hst/real_galaxy_images_23.5_n1.fits")
 }
 
 #[test]

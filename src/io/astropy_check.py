@@ -1,7 +1,7 @@
 """Manual check of our FITS output against astropy (not run in CI: python is not there).
 
     INTERF_IO_CHECK_DIR=/tmp/io-check cargo test --lib io::tests::astropy_files -- --ignored
-    python src/io/astropy_check.py /tmp/io-check ../shared/data/reference/3c273_natural-dirty.fits
+    python src/io/astropy_check.py /tmp/io-check tests/data/reference/3c273_natural-dirty.fits
 
 Checks that astropy finds no FITS verification problem, that our WCS gives the same world
 coordinates as WSClean's header at a few pixels, that our SkyWcs agrees with astropy, that the pixels are identical, and that the

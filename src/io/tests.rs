@@ -7,14 +7,14 @@ use super::*;
 
 const ARCSEC: f64 = 1.0 / 3600.0;
 
-fn shared(rel: &str) -> PathBuf {
+fn test_data(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
+        .join("tests/data")
         .join(rel)
 }
 
 fn reference() -> PathBuf {
-    shared("reference/3c273_natural-dirty.fits")
+    test_data("reference/3c273_natural-dirty.fits")
 }
 
 fn header_3c273() -> SkyHeader {
@@ -385,7 +385,7 @@ fn reads_integer_images_with_scaling_and_extensions() {
 
 #[test]
 fn reads_every_hdu_of_the_cosmos_stamps() {
-    let path = shared("galaxies/cosmos_hst/real_galaxy_images_23.5_n1.fits");
+    let path = test_data("cosmos_hst/real_galaxy_images_23.5_n1.fits");
     assert_eq!(read_image(&path).unwrap().shape, vec![234, 233]);
     let stamp = read_hdu(&path, 1).unwrap();
     assert_eq!(stamp.shape, vec![138, 137]);

@@ -641,9 +641,11 @@ fn write_checkpoint(
 pub const LOSS_CSV_HEADER: &str = "step,loss,lr,images_per_s,val_loss";
 const OLD_LOSS_CSV_HEADER: &str = "step,loss,lr,images_per_s";
 
-/// Brings a resumed run's `loss.csv` to the current header: a file written before the
-/// `val_loss` column gets the column (empty on its old rows); a missing file is started.
-fn upgrade_loss_csv(csv: &Path) -> Result<()> {
+/// Brings a resumed run's `loss.csv` to the checkpoint it resumes from: rows logged after
+/// `step` (by a run stopped between checkpoints) are dropped, since the resumed run logs those
+/// steps again; a file written before the `val_loss` column gets the column (empty on its old
+/// rows); a missing file is started.
+fn resume_loss_csv(csv: &Path, step: usize) -> Result<()> {
     let io = |source| PriorError::Io {
         path: csv.to_path_buf(),
         source,
@@ -655,13 +657,23 @@ fn upgrade_loss_csv(csv: &Path) -> Result<()> {
         }
         Err(e) => return Err(io(e)),
     };
-    if text.lines().next().map(str::trim) != Some(OLD_LOSS_CSV_HEADER) {
-        return Ok(());
-    }
+    let old_header = text.lines().next().map(str::trim) == Some(OLD_LOSS_CSV_HEADER);
     let mut out = format!("{LOSS_CSV_HEADER}\n");
+    let mut dropped = false;
     for l in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
+        let row_step = l
+            .split(',')
+            .next()
+            .and_then(|v| v.trim().parse::<usize>().ok());
+        if row_step.is_some_and(|r| r > step) {
+            dropped = true;
+            continue;
+        }
         out.push_str(l);
-        out.push_str(",\n");
+        out.push_str(if old_header { ",\n" } else { "\n" });
+    }
+    if !old_header && !dropped {
+        return Ok(());
     }
     crate::io::write_atomic(csv, out.as_bytes()).map_err(io)
 }
@@ -775,7 +787,7 @@ pub fn train(
     let csv = out.join("loss.csv");
     if resume {
         trainer.load_state(out)?;
-        upgrade_loss_csv(&csv)?;
+        resume_loss_csv(&csv, trainer.step)?;
     } else {
         std::fs::write(&csv, format!("{LOSS_CSV_HEADER}\n")).map_err(|source| PriorError::Io {
             path: csv.clone(),
@@ -915,4 +927,46 @@ pub fn train(
         wall_time_s: wall,
         out_dir: out.to_path_buf(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run stopped between checkpoints logged steps the resumed run repeats: those rows go,
+    /// earlier ones stay byte for byte, and an old four-column file gets the `val_loss` column.
+    #[test]
+    fn resumed_loss_csv_ends_at_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let csv = dir.path().join("loss.csv");
+        let rows = "10,0.5,1e-4,30.0,\n20,0.4,1e-4,31.0,0.41\n30,0.3,1e-4,32.0,\n";
+        std::fs::write(&csv, format!("{LOSS_CSV_HEADER}\n{rows}")).unwrap();
+        resume_loss_csv(&csv, 20).unwrap();
+        let text = std::fs::read_to_string(&csv).unwrap();
+        assert_eq!(
+            text,
+            format!("{LOSS_CSV_HEADER}\n10,0.5,1e-4,30.0,\n20,0.4,1e-4,31.0,0.41\n")
+        );
+        let (train, val) = read_loss_csv(&text);
+        assert_eq!(train.len(), 2);
+        assert_eq!(val, vec![(20.0, 0.41)]);
+
+        std::fs::write(
+            &csv,
+            format!("{OLD_LOSS_CSV_HEADER}\n10,0.5,1e-4,30.0\n40,0.2,1e-4,30.0\n"),
+        )
+        .unwrap();
+        resume_loss_csv(&csv, 30).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&csv).unwrap(),
+            format!("{LOSS_CSV_HEADER}\n10,0.5,1e-4,30.0,\n")
+        );
+
+        let missing = dir.path().join("new.csv");
+        resume_loss_csv(&missing, 0).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&missing).unwrap(),
+            format!("{LOSS_CSV_HEADER}\n")
+        );
+    }
 }

@@ -251,12 +251,12 @@ mod tests {
 
     #[test]
     fn reads_the_hst_tracer() {
-        let p = Path::new("../shared/data/lensing/dataset_imaging_hst/tracer.json");
-        // Never a silent pass: the lensing sets (MIT, autolens_profiling) stay in
-        // ../shared/data by its README, which CI provides.
+        let p = Path::new("tests/data/lensing/dataset_imaging_hst/tracer.json");
+        // Never a silent pass: the lensing sets (MIT, autolens_profiling) are committed under
+        // tests/data/lensing (see tests/data/README.md).
         assert!(
             p.exists(),
-            "{} is missing: this test reads ../shared/data (see .ci/run)",
+            "{} is missing: it belongs to the repository (tests/data/README.md says where it comes from)",
             p.display()
         );
         let s = read_lens_file(p).unwrap();
