@@ -338,6 +338,56 @@ fn cli_train_then_stats_on_the_validation_split() {
     assert_eq!(j["split"], "val");
     assert_eq!(j["reference_images"], 4);
 
+    // validate on the same split: the truths are exactly the held-out images.
+    let o = bin()
+        .args(["validate", "--like"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/vla_3c273_xband.ms"))
+        .arg("--truths")
+        .arg(&npy)
+        .arg("--prior")
+        .arg(&prior)
+        .args([
+            "--split",
+            "val",
+            "--n",
+            "10",
+            "--samples",
+            "2",
+            "--steps",
+            "2",
+        ])
+        .args([
+            "--noise",
+            "0.05",
+            "--no-clean",
+            "--allow-poor-fit",
+            "--name",
+        ])
+        .arg(dir.path().join("v"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("v-validate.json")).unwrap())
+            .unwrap();
+    let mut used: Vec<u64> = v["truth_indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect();
+    used.sort_unstable();
+    let mut held: Vec<u64> = config_json(&prior)["training"]["split"]["val_indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i.as_u64().unwrap())
+        .collect();
+    held.sort_unstable();
+    assert_eq!(used, held, "validate's truths are not the held-out images");
+    assert_eq!(v["per_truth"].as_array().unwrap().len(), 4);
+
     // A prior that records no split: a clear error, and nothing compared.
     let cfg = prior.join("config.json");
     let mut c: serde_json::Value =

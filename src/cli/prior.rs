@@ -663,6 +663,26 @@ fn run_sample(a: SampleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `n` indices (seeded, or all when the part is smaller) of the `which` part of the split the
+/// prior `spec` recorded over the `n_images` images of `data`; the error names both.
+pub(crate) fn split_indices(
+    spec: &str,
+    data: &Path,
+    n_images: usize,
+    which: SplitArg,
+    n: usize,
+    seed: u64,
+) -> anyhow::Result<Vec<usize>> {
+    use crate::prior::stats;
+    let (which, recorded) = match which {
+        SplitArg::All => (stats::Reference::All, None),
+        SplitArg::Val => (stats::Reference::Val, prior_split(spec)?),
+        SplitArg::Train => (stats::Reference::Train, prior_split(spec)?),
+    };
+    stats::reference_indices(n_images, recorded.as_ref(), which, n, seed)
+        .map_err(|m| anyhow::anyhow!("prior '{spec}', data {}: {m}", data.display()))
+}
+
 /// The validation split recorded in a prior's config.json (`None`: it records none).
 fn prior_split(spec: &str) -> anyhow::Result<Option<data::Split>> {
     if spec == "default" {
@@ -686,7 +706,6 @@ fn split_images(
     n: usize,
     seed: u64,
 ) -> anyhow::Result<(data::Dataset, Vec<usize>)> {
-    use crate::prior::stats;
     let raw = data::read_images(path)?;
     let norm = match cfg.normalisation {
         data::Normalisation::PerImagePeak { .. } => NormKind::PerImagePeak,
@@ -699,18 +718,7 @@ fn split_images(
         norm,
     };
     let ds = data::prepare(&raw, &pp, path)?;
-    let which = match split {
-        SplitArg::All => stats::Reference::All,
-        SplitArg::Val => stats::Reference::Val,
-        SplitArg::Train => stats::Reference::Train,
-    };
-    let recorded = if split == SplitArg::All {
-        None
-    } else {
-        prior_split(prior)?
-    };
-    let idx = stats::reference_indices(ds.images.n, recorded.as_ref(), which, n, seed)
-        .map_err(|m| anyhow::anyhow!("prior '{prior}', data {}: {m}", path.display()))?;
+    let idx = split_indices(prior, path, ds.images.n, split, n, seed)?;
     Ok((ds, idx))
 }
 

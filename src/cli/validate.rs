@@ -16,7 +16,7 @@ use super::common::{
     read_with_progress, set_threads, sky_header, SelectionArgs,
 };
 use super::image::{interrupted_or, merge_by_frequency, vis_gamma_factors, MethodArg};
-use super::prior::{device, DeviceArg};
+use super::prior::{device, DeviceArg, SplitArg};
 use crate::imaging::beam::add_restored;
 use crate::imaging::{clean, CleanOptions, ImagingOptions, Weighting};
 use crate::io::{write_cube, CubeAxis, HeaderValue};
@@ -50,9 +50,15 @@ pub struct ValidateArgs {
     /// Draw the truths from the prior itself (the posterior must then be calibrated exactly).
     #[arg(long)]
     pub from_prior: bool,
-    /// Number of truths (a file's first N; fewer if the file holds fewer).
+    /// Number of truths (a file's first N; fewer if the file holds fewer). With --split val or
+    /// train, N of that part (all of it when it holds fewer, a seeded choice otherwise).
     #[arg(long, default_value_t = 100, value_parser = super::common::at_least_one)]
     pub n: usize,
+    /// Which images of --truths: all, or the prior's held-out validation split (images it
+    /// never trained on, as recorded in its config.json by `prior train --val-fraction`), or
+    /// its training split. --truths must then be the file the prior was trained on.
+    #[arg(long, value_enum, default_value_t = SplitArg::All, requires = "truths")]
+    pub split: SplitArg,
     /// Posterior samples per truth.
     #[arg(long, default_value_t = 100)]
     pub samples: usize,
@@ -230,7 +236,8 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
     let nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?;
 
-    // Truths, in the prior's normalised units.
+    // Truths, in the prior's normalised units; which images of the file, when a split chose.
+    let mut truth_indices: Option<Vec<usize>> = None;
     let truths = match &args.truths {
         Some(path) => {
             let scaling = match args.truth_scaling {
@@ -238,7 +245,25 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
                 TruthScalingArg::Physical => TruthScaling::Physical,
             };
             let mut t = truths::from_file(path, side, scaling, args.flux_scale)?;
-            t.truncate(args.n);
+            match args.split {
+                SplitArg::All => t.truncate(args.n),
+                which => {
+                    let spec = args
+                        .prior
+                        .as_deref()
+                        .map_or_else(|| "default".to_string(), |p| p.display().to_string());
+                    let idx = super::prior::split_indices(
+                        &spec,
+                        path,
+                        t.len(),
+                        which,
+                        args.n,
+                        args.seed,
+                    )?;
+                    t = idx.iter().map(|&i| std::mem::take(&mut t[i])).collect();
+                    truth_indices = Some(idx);
+                }
+            }
             t
         }
         None => {
@@ -365,8 +390,13 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     let asec = scale.to_degrees() * 3600.0;
     let truth_desc = match &args.truths {
         Some(p) => format!(
-            "{} ({n} images, {})",
+            "{} ({n} images{}, {})",
             p.display(),
+            match args.split {
+                SplitArg::All => "",
+                SplitArg::Val => " of the prior's validation split",
+                SplitArg::Train => " of the prior's training split",
+            },
             match args.truth_scaling {
                 TruthScalingArg::Peak => "clipped at 0, each divided by its peak",
                 TruthScalingArg::Physical => "Jy/pixel",
@@ -421,6 +451,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         },
         "tarp": t,
         "summary": s,
+        "truth_indices": truth_indices,
         "per_truth": v.truths,
         "timing_s": { "sampling": t_sample, "total": start.elapsed().as_secs_f64() },
     });
