@@ -117,8 +117,13 @@ impl<A: ForwardOperator> GaussianLikelihood<A> {
         r
     }
 
-    #[cfg(test)]
-    pub(crate) fn sigma2(&self) -> &[f32] {
+    /// `Γ = diag(A Aᵀ)` per datum, as widened by [`Self::inflate_gamma`].
+    pub fn gamma(&self) -> &[f32] {
+        &self.gamma
+    }
+
+    /// Each real datum's noise variance σ².
+    pub fn sigma2(&self) -> &[f32] {
         &self.sigma2
     }
 

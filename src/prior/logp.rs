@@ -260,7 +260,7 @@ fn at_least(what: &'static str, got: usize, min: usize) -> Result<()> {
 }
 
 /// Row sums of `a ⊙ b` in f64 for tensors (B, …): `aᵀb` per row.
-fn row_dots(a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
+pub(crate) fn row_dots(a: &Tensor, b: &Tensor) -> Result<Vec<f64>> {
     let rows = a.dim(0)?;
     let av: Vec<f32> = a.flatten_all()?.to_vec1()?;
     let bv: Vec<f32> = b.flatten_all()?.to_vec1()?;

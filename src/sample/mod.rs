@@ -1,5 +1,8 @@
 //! Samplers of the reverse diffusion, generic over the score (prior, or prior + likelihood).
 
+pub mod evidence;
+#[cfg(test)]
+pub(crate) mod gaussian_case;
 pub mod multi;
 pub mod posterior;
 pub mod sde_samplers;

@@ -390,78 +390,9 @@ pub fn sample_posterior<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::likelihood::GaussianLikelihood;
-    use crate::operator::{
-        CellNoise, ForwardOperator, Gridded, GriddedVisibilities, ImageGeometry, Scaled,
-    };
-    use crate::prior::sde::VeSde;
-    use candle_core::Device;
-    use num_complex::Complex;
+    use crate::sample::gaussian_case::GaussianCase;
     use rand::Rng;
     use rand_distr::StandardNormal;
-
-    /// x ~ N(m0, diag(s0²)): under the VE SDE, p_t = N(m0, diag(s0² + σ_t²)). A per-pixel
-    /// spread lets a test mimic a source on empty sky (wide prior on a few pixels, narrow
-    /// elsewhere), where the convolved approximation is furthest from exact.
-    struct GaussianPrior {
-        m0: f64,
-        s0: Vec<f64>,
-        sde: SdeConfig,
-        side: usize,
-    }
-
-    impl PriorScore for GaussianPrior {
-        fn score(&self, x: &Tensor, t: f64) -> Result<Tensor> {
-            let s2 = self.sde.sigma(t).powi(2);
-            let inv: Vec<f32> = self
-                .s0
-                .iter()
-                .map(|s| (1.0 / (s * s + s2)) as f32)
-                .collect();
-            let inv = Tensor::from_vec(inv, (1, 1, self.side, self.side), x.device())?;
-            x.affine(-1.0, self.m0)?.broadcast_mul(&inv)
-        }
-        fn sde(&self) -> &SdeConfig {
-            &self.sde
-        }
-        fn image_size(&self) -> usize {
-            self.side
-        }
-        fn t_eps(&self) -> f64 {
-            1e-5
-        }
-        fn device(&self) -> &Device {
-            &Device::Cpu
-        }
-    }
-
-    /// Dense Cholesky solve of (P) z = b for a symmetric positive-definite P (n ≤ a few hundred).
-    fn cholesky(p: &[f64], n: usize) -> Vec<f64> {
-        let mut l = vec![0.0; n * n];
-        for i in 0..n {
-            for j in 0..=i {
-                let s: f64 = (0..j).map(|k| l[i * n + k] * l[j * n + k]).sum();
-                l[i * n + j] = if i == j {
-                    (p[i * n + i] - s).sqrt()
-                } else {
-                    (p[i * n + j] - s) / l[j * n + j]
-                };
-            }
-        }
-        l
-    }
-
-    fn solve(l: &[f64], n: usize, b: &[f64]) -> Vec<f64> {
-        let mut y = vec![0.0; n];
-        for i in 0..n {
-            y[i] = (b[i] - (0..i).map(|k| l[i * n + k] * y[k]).sum::<f64>()) / l[i * n + i];
-        }
-        let mut x = vec![0.0; n];
-        for i in (0..n).rev() {
-            x[i] = (y[i] - (i + 1..n).map(|k| l[k * n + i] * x[k]).sum::<f64>()) / l[i * n + i];
-        }
-        x
-    }
 
     /// What a sampler gave against the closed-form posterior.
     struct Agreement {
@@ -486,89 +417,16 @@ mod tests {
         steps: usize,
         source: bool,
     ) -> Agreement {
-        let side = 12;
-        let geom = ImageGeometry::new(side, side, 1e-4, 1e-4).unwrap();
-        let mut rng = StdRng::seed_from_u64(3);
-        // Random uv coverage (c Hz: metres are wavelengths) within the image's uv extent.
-        let cell = 1.0 / (2.0 * side as f64 * 1e-4);
-        let uvw: Vec<[f64; 3]> = (0..400)
-            .map(|_| {
-                let r: f64 = rng.random_range(0.0..side as f64 * 0.9);
-                let a: f64 = rng.random_range(0.0..std::f64::consts::TAU);
-                [r * cell * a.cos(), r * cell * a.sin(), 0.0]
-            })
-            .collect();
-        let n = side * side;
-        let s0: Vec<f64> = (0..n)
-            .map(|i| {
-                let (r, c) = (i / side, i % side);
-                match source && !((4..8).contains(&r) && (4..8).contains(&c)) {
-                    true => 0.02,
-                    false if source => 0.5,
-                    false => 0.2,
-                }
-            })
-            .collect();
-        let m0 = 0.3;
-        let prior = GaussianPrior {
-            m0,
-            s0: s0.clone(),
-            sde: SdeConfig::Ve(VeSde::new(1e-3, 5.0)),
-            side,
-        };
-        let truth: Vec<f32> = s0
-            .iter()
-            .map(|s| (m0 + s * rng.sample::<f64, _>(StandardNormal)) as f32)
-            .collect();
-        // Simulate gridded data directly through the operator.
-        let zero = vec![Complex::new(0.0f32, 0.0); uvw.len()];
-        let mut b = GriddedVisibilities::builder(geom, 1).unwrap();
-        b.add(&uvw, &[299_792_458.0], &zero, &vec![1.0; uvw.len()])
-            .unwrap();
-        let mut grid = b.finish(1.0, CellNoise::Weights);
-        grid.sigma.iter_mut().for_each(|s| *s = sigma_y);
-        let op = Scaled {
-            inner: Gridded::new(&grid).unwrap(),
-            scale: flux_scale,
-        };
-        let mut y = vec![0.0f32; op.data_len()];
-        op.forward(&truth, &mut y);
-        y.iter_mut()
-            .for_each(|v| *v += sigma_y * rng.sample::<f32, _>(StandardNormal));
-        let sig = vec![sigma_y; y.len()];
-        let lik = GaussianLikelihood::new(op, y.clone(), &sig).unwrap();
-
-        // Exact posterior: P = diag(1/s0²) + AᵀA/σ², mean = P⁻¹ (m0/s0² + Aᵀy/σ²).
-        let mut p = vec![0.0f64; n * n];
-        let mut col = vec![0.0f32; lik.operator().data_len()];
-        let mut row = vec![0.0f32; n];
-        for j in 0..n {
-            let mut e = vec![0.0f32; n];
-            e[j] = 1.0;
-            lik.operator().forward(&e, &mut col);
-            lik.operator().adjoint(&col, &mut row);
-            for i in 0..n {
-                p[i * n + j] = row[i] as f64 / (sigma_y as f64).powi(2);
-            }
-            p[j * n + j] += 1.0 / (s0[j] * s0[j]);
-        }
-        let mut aty = vec![0.0f32; n];
-        lik.operator().adjoint(&y, &mut aty);
-        let rhs: Vec<f64> = aty
-            .iter()
-            .zip(&s0)
-            .map(|(&v, s)| v as f64 / (sigma_y as f64).powi(2) + m0 / (s * s))
-            .collect();
-        let l = cholesky(&p, n);
-        let mean = solve(&l, n, &rhs);
-        let var: Vec<f64> = (0..n)
-            .map(|i| {
-                let mut e = vec![0.0; n];
-                e[i] = 1.0;
-                solve(&l, n, &e)[i]
-            })
-            .collect();
-
+        let GaussianCase {
+            prior,
+            lik,
+            s0,
+            l,
+            mean,
+            var,
+            n,
+            ..
+        } = GaussianCase::new(flux_scale, sigma_y, source);
         let opts = PosteriorOptions {
             method,
             n_samples: 200,
