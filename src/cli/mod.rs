@@ -3,6 +3,7 @@
 
 pub mod clean;
 mod common;
+pub mod compare_priors;
 pub mod denoise;
 pub mod dirty;
 pub mod image;
@@ -46,6 +47,9 @@ pub enum Command {
     Lens(lens::LensArgs),
     /// CLEAN images (model, residual, restored, PSF) as WSClean makes them.
     Clean(clean::CleanArgs),
+    /// One observation under several priors, ranked by a lower bound on each prior's evidence
+    /// p(y | prior): which prior do the data support?
+    ComparePriors(compare_priors::ComparePriorsArgs),
     /// Dirty image and PSF, as `wsclean -niter 0` makes them.
     Dirty(dirty::DirtyArgs),
     /// Posterior imaging: samples, mean and std of the sky with a score-based prior.
@@ -77,6 +81,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         (Some(Command::Denoise(args)), _) => denoise::run(args),
         (Some(Command::Lens(args)), _) => lens::run(args),
         (Some(Command::Clean(args)), _) => clean::run(args),
+        (Some(Command::ComparePriors(args)), _) => compare_priors::run(args),
         (Some(Command::Dirty(args)), _) => dirty::run(args),
         (Some(Command::Image(args)), _) => image::run(args),
         (Some(Command::Prior(cmd)), _) => prior::run(cmd),
