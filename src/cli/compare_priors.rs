@@ -15,9 +15,11 @@ use super::common::{
     check_output, check_outputs, count_usable, longest_baseline, parse_angle, read_with_progress,
     set_threads, SelectionArgs,
 };
-use super::image::{merge_by_frequency, vis_gamma_factors};
+use super::image::{
+    merge_by_frequency, prior_flux_scale, shortest_baseline_flux, vis_gamma_factors,
+};
 use super::prior::{device, DeviceArg};
-use crate::imaging::{estimate_noise, make_dirty_and_psf, ImagingOptions, Weighting};
+use crate::imaging::estimate_noise;
 use crate::likelihood::GaussianLikelihood;
 use crate::operator::{ImageGeometry, Nufft, NufftOptions, Scaled};
 use crate::prior::{default_prior, ScoreModel};
@@ -34,8 +36,9 @@ pub struct ComparePriorsArgs {
     /// Pixel size (0.5asec, 20masec, …). Default: a third of the theoretical beam, as `image`.
     #[arg(long)]
     pub scale: Option<String>,
-    /// Jy/pixel of a prior image value of 1, for every prior. Default: the peak of the
-    /// natural-weighted dirty image, as `image` without compact components.
+    /// Jy/pixel of a prior image value of 1, the same for every prior. Default: each prior's
+    /// own, at which its typical image holds the data's total flux (the median amplitude on the
+    /// shortest 5 % of baselines), so that each prior is judged at the brightness it expects.
     #[arg(long)]
     pub flux_scale: Option<f64>,
     /// Draws of each prior's posterior flow (their spread gives the standard error).
@@ -71,7 +74,8 @@ struct Observation {
     nufft: Nufft,
     gamma_factors: Vec<f32>,
     geometry: ImageGeometry,
-    dirty_peak: f32,
+    /// Median amplitude on the shortest 5 % of baselines, Jy.
+    total_flux: f64,
     noise_source: String,
 }
 
@@ -97,10 +101,6 @@ fn observation(
         ),
         None => "σ² = 1/WEIGHT (no successive integrations to estimate it from)".into(),
     };
-    let mut img_opts = ImagingOptions::new(geometry, Weighting::Natural);
-    img_opts.nufft = opts.clone();
-    let dirty = make_dirty_and_psf(chunks, &img_opts)?;
-    let dirty_peak = dirty.dirty.iter().cloned().fold(f32::MIN, f32::max);
     let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
     let nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), opts)?;
     let (mut y, mut sigma) = (Vec::new(), Vec::new());
@@ -115,7 +115,7 @@ fn observation(
         nufft,
         gamma_factors: vis_gamma_factors(c, &geometry),
         geometry,
-        dirty_peak,
+        total_flux: shortest_baseline_flux(c),
         noise_source,
     })
 }
@@ -199,18 +199,23 @@ pub fn run(args: ComparePriorsArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let obs = observation(&chunks, geometry, &nufft_opts, &args.vis)?;
-    let flux_scale = match args.flux_scale {
-        Some(f) if f > 0.0 && f.is_finite() => f,
-        Some(f) => bail!("--flux-scale must be positive, got {f}"),
-        None if obs.dirty_peak > 0.0 => obs.dirty_peak as f64,
-        None => bail!("the dirty image has no positive peak: give --flux-scale"),
-    };
+    if let Some(f) = args.flux_scale {
+        if !(f > 0.0 && f.is_finite()) {
+            bail!("--flux-scale must be positive, got {f}");
+        }
+    } else if !(obs.total_flux > 0.0) {
+        bail!(
+            "{} holds no flux on its shortest baselines to scale the priors by: give --flux-scale",
+            args.vis.display()
+        );
+    }
     eprintln!(
-        "{}: {n_usable} visibilities, {side}×{side} pixels of {:.4}″, noise {}, flux scale \
-         {flux_scale:.4} Jy/pixel",
+        "{}: {n_usable} visibilities, {side}×{side} pixels of {:.4}″, noise {}, total flux \
+         {:.4} Jy (shortest 5 % of baselines)",
         args.vis.display(),
         obs.geometry.dx.abs().to_degrees() * 3600.0,
-        obs.noise_source
+        obs.noise_source,
+        obs.total_flux
     );
     let opts = EvidenceOptions {
         chains: args.chains,
@@ -227,12 +232,27 @@ pub fn run(args: ComparePriorsArgs) -> anyhow::Result<()> {
         );
         bar.set_message(spec.clone());
         let t = Instant::now();
+        let flux_scale = match args.flux_scale {
+            Some(f) => f,
+            None => prior_flux_scale(model, obs.total_flux, args.seed)?,
+        };
         let e = judge(model, &obs, flux_scale, &opts, &bar)?;
         bar.finish_and_clear();
-        rows.push((spec.clone(), e, t.elapsed().as_secs_f64()));
+        eprintln!(
+            "  {spec}: flux scale {flux_scale:.4} Jy/pixel, bound {:.1} ± {:.1} nats, {:.1} s",
+            e.elbo,
+            e.elbo_std_err,
+            t.elapsed().as_secs_f64()
+        );
+        rows.push(Row {
+            spec: spec.clone(),
+            e,
+            flux_scale,
+            secs: t.elapsed().as_secs_f64(),
+        });
     }
     print_ranking(&rows);
-    write_json(&args, &rows, &obs, flux_scale, n_usable, &inputs)?;
+    write_json(&args, &rows, &obs, n_usable, &inputs)?;
     eprintln!("done in {:.1} s", start.elapsed().as_secs_f64());
     Ok(())
 }
@@ -242,13 +262,21 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-fn print_ranking(rows: &[(String, Evidence, f64)]) {
+/// One prior's result.
+struct Row {
+    spec: String,
+    e: Evidence,
+    flux_scale: f64,
+    secs: f64,
+}
+
+fn print_ranking(rows: &[Row]) {
     let mut order: Vec<usize> = (0..rows.len()).collect();
-    order.sort_by(|&a, &b| rows[b].1.elbo.total_cmp(&rows[a].1.elbo));
-    let best = rows[order[0]].1.elbo;
+    order.sort_by(|&a, &b| rows[b].e.elbo.total_cmp(&rows[a].e.elbo));
+    let best = rows[order[0]].e.elbo;
     println!("rank  prior                         evidence bound (nats)   Δ to best   draws' χ²");
     for (rank, &i) in order.iter().enumerate() {
-        let (spec, e, _) = &rows[i];
+        let Row { spec, e, .. } = &rows[i];
         let chi2 = median(e.draws.iter().map(|d| d.reduced_chi2).collect());
         println!(
             "{:>4}  {spec:<28}  {:>14.1} ± {:<6.1}  {:>9.1}   {chi2:.3}",
@@ -266,17 +294,17 @@ fn print_ranking(rows: &[(String, Evidence, f64)]) {
 
 fn write_json(
     args: &ComparePriorsArgs,
-    rows: &[(String, Evidence, f64)],
+    rows: &[Row],
     obs: &Observation,
-    flux_scale: f64,
     n_usable: usize,
     inputs: &[&Path],
 ) -> anyhow::Result<()> {
     let priors: Vec<_> = rows
         .iter()
-        .map(|(spec, e, secs)| {
+        .map(|Row { spec, e, flux_scale, secs }| {
             json!({
                 "prior": spec,
+                "flux_scale_jy_per_pixel": flux_scale,
                 "evidence_lower_bound_nats": e.elbo,
                 "std_err_nats": e.elbo_std_err,
                 "mean_log_likelihood": e.mean_log_likelihood,
@@ -293,7 +321,7 @@ fn write_json(
         "noise": obs.noise_source,
         "pixels": obs.geometry.nx,
         "pixel_arcsec": obs.geometry.dx.abs().to_degrees() * 3600.0,
-        "flux_scale_jy_per_pixel": flux_scale,
+        "total_flux_jy_shortest_baselines": obs.total_flux,
         "chains": args.chains,
         "steps": args.steps,
         "elbo_samples": args.elbo_samples,

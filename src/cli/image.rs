@@ -1176,7 +1176,7 @@ fn recentre(x: &mut [f32], side: usize) {
 
 /// The Jy/pixel of a prior image's value 1 at which the prior's typical image (the median
 /// over 8 unconditional draws of 100 steps, a few seconds) holds `total` Jy.
-fn prior_flux_scale(model: &ScoreModel, total: f64, seed: u64) -> anyhow::Result<f64> {
+pub(crate) fn prior_flux_scale(model: &ScoreModel, total: f64, seed: u64) -> anyhow::Result<f64> {
     let d = super::prior::Draw {
         n: 8,
         steps: 100,
@@ -1203,7 +1203,7 @@ fn prior_flux_scale(model: &ScoreModel, total: f64, seed: u64) -> anyhow::Result
 
 /// The median amplitude of the usable visibilities on the shortest 5 % of uv distances: the
 /// total flux of a source those baselines do not resolve.
-fn shortest_baseline_flux(c: &VisChunk) -> f64 {
+pub(crate) fn shortest_baseline_flux(c: &VisChunk) -> f64 {
     let nc = c.n_chan();
     let mut by_uv: Vec<(f64, f64)> = (0..c.vis.len())
         .filter(|&k| c.weight[k] > 0.0)
