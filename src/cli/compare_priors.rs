@@ -203,7 +203,7 @@ pub fn run(args: ComparePriorsArgs) -> anyhow::Result<()> {
         if !(f > 0.0 && f.is_finite()) {
             bail!("--flux-scale must be positive, got {f}");
         }
-    } else if !(obs.total_flux > 0.0) {
+    } else if obs.total_flux.is_nan() || obs.total_flux <= 0.0 {
         bail!(
             "{} holds no flux on its shortest baselines to scale the priors by: give --flux-scale",
             args.vis.display()
