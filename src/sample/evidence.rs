@@ -31,8 +31,8 @@
 //!   are held at the state (their own dependence on `x`, a trace over all pixels, is left out).
 //! - **Stability.** `f` averages the denoiser's Jacobian over all pixels, while a source's
 //!   pixels are free (eigenvalue ≈ 1): along them the flow's rate is about `½ g² μ/(σ_t² f)`,
-//!   stiff for an explicit step when the source is small (3C 273's core: `f` ≈ 10⁻², and the
-//!   flow diverged to χ² 4·10⁴). `f` is floored at `|h| max_t ½ g² μ/σ_t² / 2`, which keeps
+//!   stiff for an explicit step when the source covers few pixels (a core: `f` ≪ 1). `f` is
+//!   floored at `|h| max_t ½ g² μ/σ_t² / 2`, which keeps
 //!   that rate times the step within the classical Runge–Kutta method's stable interval
 //!   (|hλ| < 2.8) with a margin. A floored `f` widens the likelihood: `q` moves away from the
 //!   posterior and the bound loosens, but stays a bound (the divergence is the field's).
