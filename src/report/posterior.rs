@@ -117,7 +117,7 @@ pub fn write_report(prefix: &str, r: &PosteriorReport) -> Result<PathBuf, Report
     // jet at 1/1000 of its core. σ in Jy/beam from the residual dirty image, in Jy/pixel from
     // the posterior's median std.
     let beam_soft = 3.0 * median_abs(r.residual_dirty) * 1.4826;
-    let pixel_soft = 3.0 * median_abs(r.std);
+    let pixel_soft = pixel_soft(r.std);
     let stretch = |soft: f64, range: Option<(f64, f64)>| {
         range.map_or(Stretch::Linear, |(lo, hi)| Stretch::asinh_for(soft, lo, hi))
     };
@@ -333,6 +333,15 @@ baseline length; short baselines show total flux, long ones compact structure.</
 </ul>";
 
 /// Median of |v| over finite values (0 for none).
+/// The asinh stretch's linear range for images in Jy/pixel: 3× the median posterior std of the
+/// sampled pixels. Pixels outside a window have std exactly 0 (they are not sampled): over half
+/// of the image on 3C 279, where the median over all pixels was 0 and the stretch fell back to
+/// linear, hiding the jet.
+fn pixel_soft(std: &[f32]) -> f64 {
+    let sampled: Vec<f32> = std.iter().copied().filter(|&s| s != 0.0).collect();
+    3.0 * median_abs(&sampled)
+}
+
 fn median_abs(v: &[f32]) -> f64 {
     let mut a: Vec<f32> = v
         .iter()
@@ -741,6 +750,16 @@ mod tests {
         // Spread over the whole range, not bunched at the start.
         assert!(a[0] < 100 && a[9_999] > 99_900);
         assert_eq!(subsample_indices(5, 10), vec![0, 1, 2, 3, 4]);
+    }
+
+    #[test]
+    fn stretch_scale_ignores_unsampled_pixels() {
+        // 60 % of the image outside a window (std 0), the rest 0.01 and 0.02.
+        let mut std = vec![0.0f32; 60];
+        std.extend([0.01f32; 25]);
+        std.extend([0.02f32; 15]);
+        assert!((pixel_soft(&std) - 0.03).abs() < 1e-6);
+        assert_eq!(pixel_soft(&[0.0; 10]), 0.0);
     }
 
     #[test]
