@@ -1,6 +1,6 @@
 //! interf-image: Bayesian imaging of radio-interferometric data with score-based priors.
 //!
-//! Module map (arrows point one way, see `../shared/DESIGN.md`):
+//! Module map (arrows point one way; README.md's layout table has one line per module):
 //! `cli → (sample, imaging, report) → (likelihood, prior) → operator → numerics`.
 //! `ms_io` (a separate crate) is used by `cli` and `imaging` only.
 

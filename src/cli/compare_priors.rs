@@ -16,13 +16,13 @@ use super::common::{
     set_threads, SelectionArgs,
 };
 use super::image::{
-    merge_by_frequency, prior_flux_scale, shortest_baseline_flux, vis_gamma_factors,
+    merge_by_frequency, prior_flux_scale, shortest_baseline_flux, usable_data, vis_gamma_factors,
 };
-use super::prior::{device, DeviceArg};
+use super::prior::{device, load_prior, DeviceArg};
 use crate::imaging::estimate_noise;
 use crate::likelihood::GaussianLikelihood;
 use crate::operator::{ImageGeometry, Nufft, NufftOptions, Scaled};
-use crate::prior::{default_prior, ScoreModel};
+use crate::prior::ScoreModel;
 use crate::sample::evidence::{evidence, Evidence, EvidenceOptions};
 use ms_io::{VisChunk, VisFile};
 
@@ -103,12 +103,7 @@ fn observation(
     };
     let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
     let nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), opts)?;
-    let (mut y, mut sigma) = (Vec::new(), Vec::new());
-    for (v, &w) in c.vis.iter().zip(&c.weight).filter(|(_, &w)| w > 0.0) {
-        let s = (factor / w as f64).sqrt() as f32;
-        y.extend([v.re, v.im]);
-        sigma.extend([s, s]);
-    }
+    let (y, sigma) = usable_data(c, factor);
     Ok(Observation {
         y,
         sigma,
@@ -118,14 +113,6 @@ fn observation(
         total_flux: shortest_baseline_flux(c),
         noise_source,
     })
-}
-
-fn load(spec: &str, dev: &candle_core::Device) -> anyhow::Result<ScoreModel> {
-    if spec == "default" {
-        default_prior(dev).context("loading the built-in prior")
-    } else {
-        ScoreModel::load(Path::new(spec), dev).with_context(|| format!("loading prior {spec}"))
-    }
 }
 
 /// One prior's evidence on the observation, its flux scale folded into the operator.
@@ -171,7 +158,7 @@ pub fn run(args: ComparePriorsArgs) -> anyhow::Result<()> {
     let models = args
         .priors
         .iter()
-        .map(|p| load(p, &dev))
+        .map(|p| load_prior(p, &dev).with_context(|| format!("loading prior {p}")))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let side = models[0].image_size();
     if let Some((p, m)) = args
@@ -231,24 +218,23 @@ pub fn run(args: ComparePriorsArgs) -> anyhow::Result<()> {
                 .expect("static template"),
         );
         bar.set_message(spec.clone());
-        let t = Instant::now();
+        let t0 = Instant::now();
         let flux_scale = match args.flux_scale {
             Some(f) => f,
             None => prior_flux_scale(model, obs.total_flux, args.seed)?,
         };
         let e = judge(model, &obs, flux_scale, &opts, &bar)?;
         bar.finish_and_clear();
+        let secs = t0.elapsed().as_secs_f64();
         eprintln!(
-            "  {spec}: flux scale {flux_scale:.4} Jy/pixel, bound {:.1} ± {:.1} nats, {:.1} s",
-            e.elbo,
-            e.elbo_std_err,
-            t.elapsed().as_secs_f64()
+            "  {spec}: flux scale {flux_scale:.4} Jy/pixel, bound {:.1} ± {:.1} nats, {secs:.1} s",
+            e.elbo, e.elbo_std_err
         );
         rows.push(Row {
             spec: spec.clone(),
             e,
             flux_scale,
-            secs: t.elapsed().as_secs_f64(),
+            secs,
         });
     }
     print_ranking(&rows);

@@ -239,6 +239,17 @@ impl ImageArgs {
     }
 }
 
+/// Every usable visibility (weight > 0) as (re, im) and its σ per component, `√(factor/w)`.
+pub(crate) fn usable_data(c: &VisChunk, factor: f64) -> (Vec<f32>, Vec<f32>) {
+    let (mut y, mut sigma) = (Vec::new(), Vec::new());
+    for (v, &w) in c.vis.iter().zip(&c.weight).filter(|(_, &w)| w > 0.0) {
+        let s = (factor / w as f64).sqrt() as f32;
+        y.extend([v.re, v.im]);
+        sigma.extend([s, s]);
+    }
+    (y, sigma)
+}
+
 /// Chunks that share a frequency list become one, so that one NUFFT plan covers them.
 pub(crate) fn merge_by_frequency(chunks: Vec<VisChunk>) -> Vec<VisChunk> {
     let mut out: Vec<VisChunk> = Vec::new();
@@ -781,13 +792,7 @@ fn posterior_pass(
     // Every usable visibility, its σ, and one NUFFT plan for the likelihood and the χ².
     let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
     let vis_nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), nufft_opts)?;
-    let mut y_vis = Vec::with_capacity(2 * n_usable);
-    let mut sigma_vis = Vec::with_capacity(2 * n_usable);
-    for (v, &w) in c.vis.iter().zip(&c.weight).filter(|(_, &w)| w > 0.0) {
-        let s = (factor / w as f64).sqrt() as f32;
-        y_vis.extend([v.re, v.im]);
-        sigma_vis.extend([s, s]);
-    }
+    let (y_vis, sigma_vis) = usable_data(c, factor);
 
     // Two CLEANs at the posterior's geometry (natural weighting, as the likelihood), 0.1 s
     // each, both deep (1σ, as a careful user cleans a bright source: at 3σ of a residual

@@ -598,7 +598,7 @@ pub(crate) fn remove_if_no_checkpoint(out: &Path, created: bool) {
     }
 }
 
-fn load_prior(spec: &str, dev: &Device) -> anyhow::Result<ScoreModel> {
+pub(crate) fn load_prior(spec: &str, dev: &Device) -> anyhow::Result<ScoreModel> {
     if spec == "default" {
         Ok(crate::prior::default_prior(dev)?)
     } else {

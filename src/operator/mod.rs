@@ -2,7 +2,7 @@
 //! real data vector, each with an exact adjoint. Everything downstream (likelihoods, samplers)
 //! sees only [`ForwardOperator`].
 //!
-//! Image convention (WSClean's, see `../shared/data/README.md`): pixel `[iy][ix]`, `ix` along
+//! Image convention (WSClean's, see the README, below its layout table): pixel `[iy][ix]`, `ix` along
 //! FITS axis 1 with RA increasing to the *left* (CDELT1 < 0), `iy` along FITS axis 2 with Dec
 //! increasing upwards; the phase centre is pixel `(ny/2, nx/2)`. Direction cosines of a pixel:
 //! `l = (nx/2 − ix)·Δx`, `m = (iy − ny/2)·Δy`.

@@ -201,19 +201,17 @@ where
             .flatten_all()?
             .to_vec1()?;
         let e: Vec<f32> = eps.flatten_all()?.to_vec1()?;
+        // εᵀ Jₛᵀ ε per chain: the prior's divergence, and (with εᵀε = D) the free fraction.
+        let quad_prior = row_dots(&jt_eps, &eps).map_err(candle_core::Error::wrap)?;
         let per_chain: Vec<(Vec<f32>, f64)> = (0..b)
             .into_par_iter()
             .map(|c| {
                 let r = c * d..(c + 1) * d;
                 let (x0c, jc, ec) = (&x0[r.clone()], &j_eps[r.clone()], &e[r]);
-                // Free fraction f = tr(∂x̂₀/∂x)/D by the probe: the prior's share of the
-                // remaining noise that is still free, Cov[x₀ | x_t] ≈ (σ²/μ) f.
-                let f = (ec
-                    .iter()
-                    .zip(jc)
-                    .map(|(&p, &q)| p as f64 * q as f64)
-                    .sum::<f64>()
-                    / d as f64)
+                // Free fraction f = tr(∂x̂₀/∂x)/D by the probe, εᵀ(ε + σ² Jₛᵀε)/(μ D): the
+                // prior's share of the remaining noise that is still free, Cov[x₀ | x_t] ≈
+                // (σ²/μ) f.
+                let f = ((d as f64 + sig * sig * quad_prior[c]) / (mu * d as f64))
                     .clamp(f_floor.min(1.0 / mu), 1.0 / mu);
                 let c_t = (sig * sig / mu * f) as f32;
                 let mut ax = vec![0.0f32; m];
@@ -235,7 +233,6 @@ where
                 (grad, -f * quad)
             })
             .collect();
-        let quad_prior = row_dots(&jt_eps, &eps).map_err(candle_core::Error::wrap)?;
         let s_y: Vec<f32> = per_chain
             .iter()
             .flat_map(|(g, _)| g.iter().copied())
