@@ -8,6 +8,7 @@ pub mod cli;
 pub mod imaging;
 pub mod io;
 pub mod likelihood;
+pub mod observe;
 pub mod operator;
 pub mod prior;
 pub mod report;

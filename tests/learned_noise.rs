@@ -372,11 +372,11 @@ fn learned_noise_likelihood_calibrates_correlated_noise() {
             ..opts.clone()
         };
         let t0 = std::time::Instant::now();
-        let a = sample_posterior(&prior, &learned, &o, None).unwrap();
+        let a = sample_posterior(&prior, &learned, &o, &interf_image::observe::Quiet).unwrap();
         let t1 = std::time::Instant::now();
-        let b = sample_posterior(&prior, &white, &o, None).unwrap();
+        let b = sample_posterior(&prior, &white, &o, &interf_image::observe::Quiet).unwrap();
         let t2 = std::time::Instant::now();
-        let e = sample_posterior(&prior, &exact, &o, None).unwrap();
+        let e = sample_posterior(&prior, &exact, &o, &interf_image::observe::Quiet).unwrap();
         eprintln!(
             "truth {k}: sampling {:.1} s learned, {:.1} s white, {:.1} s exact",
             (t1 - t0).as_secs_f64(),

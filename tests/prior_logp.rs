@@ -245,7 +245,7 @@ fn ode_matches_the_closed_form_of_a_gaussian() {
                 point,
             };
             let t0 = Instant::now();
-            let r = ode_log_density(&g, &x, &opts, None).unwrap();
+            let r = ode_log_density(&g, &x, &opts, &interf_image::observe::Quiet).unwrap();
             let secs = t0.elapsed().as_secs_f64();
             for (xi, ri) in xs.iter().zip(&r) {
                 let exact = g.target(xi, point);
@@ -299,7 +299,7 @@ fn elbo_bounds_a_gaussian_from_below_and_tightly() {
                 point,
             };
             let t0 = Instant::now();
-            let r = elbo(&g, &x, &opts, None).unwrap();
+            let r = elbo(&g, &x, &opts, &interf_image::observe::Quiet).unwrap();
             let secs = t0.elapsed().as_secs_f64();
             for (xi, ri) in xs.iter().zip(&r) {
                 let exact = g.target(xi, point);
@@ -342,7 +342,7 @@ fn seeds_reproduce_and_batching_does_not_matter() {
             batch,
             point: Point::Noisy,
         };
-        ode_log_density(&g, &x, &o, None).unwrap()
+        ode_log_density(&g, &x, &o, &interf_image::observe::Quiet).unwrap()
     };
     let el = |seed: u64, batch: usize| {
         let o = ElboOptions {
@@ -351,7 +351,7 @@ fn seeds_reproduce_and_batching_does_not_matter() {
             batch,
             point: Point::Noisy,
         };
-        elbo(&g, &x, &o, None).unwrap()
+        elbo(&g, &x, &o, &interf_image::observe::Quiet).unwrap()
     };
     assert_eq!(ode(1, 12), ode(1, 12));
     assert_eq!(el(1, 16), el(1, 16));
@@ -374,7 +374,7 @@ fn seeds_reproduce_and_batching_does_not_matter() {
             batch: 12,
             point: Point::Noisy,
         },
-        None,
+        &interf_image::observe::Quiet,
     )
     .unwrap();
     assert!((alone[0].nats - ode(1, 12)[1].nats).abs() < 1e-3);
@@ -453,7 +453,7 @@ fn built_in_prior_prefers_a_galaxy_to_noise() {
         batch: 4,
         point: Point::Noisy,
     };
-    let ode = ode_log_density(&model, &x, &ode_opts, None).unwrap();
+    let ode = ode_log_density(&model, &x, &ode_opts, &interf_image::observe::Quiet).unwrap();
     let t_ode = t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let el_opts = ElboOptions {
@@ -462,7 +462,7 @@ fn built_in_prior_prefers_a_galaxy_to_noise() {
         batch: 16,
         point: Point::Noisy,
     };
-    let el = elbo(&model, &x, &el_opts, None).unwrap();
+    let el = elbo(&model, &x, &el_opts, &interf_image::observe::Quiet).unwrap();
     let t_elbo = t0.elapsed().as_secs_f64();
     for (what, r) in [("ODE", &ode), ("ELBO", &el)] {
         eprintln!(
@@ -486,10 +486,16 @@ fn built_in_prior_prefers_a_galaxy_to_noise() {
         );
     }
     eprintln!("ODE (4 RK4 steps, 2 probes) {t_ode:.1} s, ELBO (16 draws) {t_elbo:.1} s");
-    assert_eq!(ode_log_density(&model, &x, &ode_opts, None).unwrap(), ode);
-    assert_eq!(elbo(&model, &x, &el_opts, None).unwrap(), el);
+    assert_eq!(
+        ode_log_density(&model, &x, &ode_opts, &interf_image::observe::Quiet).unwrap(),
+        ode
+    );
+    assert_eq!(
+        elbo(&model, &x, &el_opts, &interf_image::observe::Quiet).unwrap(),
+        el
+    );
     let wrong = Tensor::zeros((1, 1, 32, 32), DType::F32, &dev).unwrap();
-    let e = elbo(&model, &wrong, &el_opts, None).unwrap_err();
+    let e = elbo(&model, &wrong, &el_opts, &interf_image::observe::Quiet).unwrap_err();
     assert!(e.to_string().contains("64×64"), "{e}");
 }
 

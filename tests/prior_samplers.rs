@@ -142,7 +142,16 @@ fn ve_euler_maruyama_matches_mixture() {
     let mut rng = StdRng::seed_from_u64(1);
     let x0 = init(&sde, &mut rng);
     let score = |x: &Tensor, t: f64| mix.score(x, t, &sde);
-    let x = euler_maruyama(&score, &sde, &x0, 400, 1e-5, &mut rng, None).unwrap();
+    let x = euler_maruyama(
+        &score,
+        &sde,
+        &x0,
+        400,
+        1e-5,
+        &mut rng,
+        &interf_image::observe::Quiet,
+    )
+    .unwrap();
     check("VE EM", &x, &mix);
 }
 
@@ -153,9 +162,29 @@ fn vp_euler_maruyama_and_pc_match_mixture() {
     let mut rng = StdRng::seed_from_u64(2);
     let x0 = init(&sde, &mut rng);
     let score = |x: &Tensor, t: f64| mix.score(x, t, &sde);
-    let x = euler_maruyama(&score, &sde, &x0, 400, 1e-3, &mut rng, None).unwrap();
+    let x = euler_maruyama(
+        &score,
+        &sde,
+        &x0,
+        400,
+        1e-3,
+        &mut rng,
+        &interf_image::observe::Quiet,
+    )
+    .unwrap();
     check("VP EM", &x, &mix);
-    let x = predictor_corrector(&score, &sde, &x0, 200, 0.16, 1, 1e-3, &mut rng, None).unwrap();
+    let x = predictor_corrector(
+        &score,
+        &sde,
+        &x0,
+        200,
+        0.16,
+        1,
+        1e-3,
+        &mut rng,
+        &interf_image::observe::Quiet,
+    )
+    .unwrap();
     check("VP PC", &x, &mix);
 }
 
@@ -166,9 +195,21 @@ fn ve_pc_and_ode_match_mixture() {
     let mut rng = StdRng::seed_from_u64(3);
     let x0 = init(&sde, &mut rng);
     let score = |x: &Tensor, t: f64| mix.score(x, t, &sde);
-    let x = predictor_corrector(&score, &sde, &x0, 200, 0.16, 1, 1e-5, &mut rng, None).unwrap();
+    let x = predictor_corrector(
+        &score,
+        &sde,
+        &x0,
+        200,
+        0.16,
+        1,
+        1e-5,
+        &mut rng,
+        &interf_image::observe::Quiet,
+    )
+    .unwrap();
     check("VE PC", &x, &mix);
-    let x = probability_flow_heun(&score, &sde, &x0, 100, 1e-5, None).unwrap();
+    let x =
+        probability_flow_heun(&score, &sde, &x0, 100, 1e-5, &interf_image::observe::Quiet).unwrap();
     check("VE ODE", &x, &mix);
 }
 
@@ -181,7 +222,16 @@ fn samplers_are_seeded() {
         let z = Tensor::zeros((16, 2), candle_core::DType::F32, &Device::Cpu).unwrap();
         let x0 = gaussian_like(&z, &mut rng).unwrap();
         let score = |x: &Tensor, t: f64| mix.score(x, t, &sde);
-        let x = euler_maruyama(&score, &sde, &x0, 20, 1e-3, &mut rng, None).unwrap();
+        let x = euler_maruyama(
+            &score,
+            &sde,
+            &x0,
+            20,
+            1e-3,
+            &mut rng,
+            &interf_image::observe::Quiet,
+        )
+        .unwrap();
         x.to_vec2::<f32>().unwrap()
     };
     assert_eq!(run(7), run(7));

@@ -86,9 +86,16 @@ fn run(alpha: f32) -> Validation {
         sigma: 0.3,
         gamma_factors: None,
         n_bootstrap: 300,
-        cancel: None,
     };
-    validate(&prior, &Identity, &truths, &opts, None, None).unwrap()
+    validate(
+        &prior,
+        &Identity,
+        &truths,
+        &opts,
+        None,
+        &interf_image::observe::Quiet,
+    )
+    .unwrap()
 }
 
 /// Truths drawn from the prior, data from the stated noise: the whole pipeline (simulation,

@@ -129,7 +129,7 @@ fn judge(
     };
     let mut lik = GaussianLikelihood::new(op, obs.y.clone(), &obs.sigma)?;
     lik.inflate_gamma(&obs.gamma_factors)?;
-    evidence(model, &lik, opts, Some(bar)).map_err(|e| {
+    evidence(model, &lik, opts, &super::interrupt::Terminal::bar(bar)).map_err(|e| {
         if super::interrupt::check().is_err() {
             super::interrupt::Interrupted.into()
         } else {
@@ -209,7 +209,6 @@ pub fn run(args: ComparePriorsArgs) -> anyhow::Result<()> {
         steps: args.steps,
         elbo_samples: args.elbo_samples,
         seed: args.seed,
-        cancel: Some(super::interrupt::flag()),
     };
     let mut rows = Vec::new();
     for (spec, model) in args.priors.iter().zip(&models) {

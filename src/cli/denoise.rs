@@ -312,14 +312,6 @@ fn nnls_peak(op: &Hst, y: &[f32], weight: &[f32], iters: usize) -> f32 {
     x.into_iter().fold(0.0, f32::max)
 }
 
-fn interrupted_or(e: candle_core::Error) -> anyhow::Error {
-    if super::interrupt::check().is_err() {
-        super::interrupt::Interrupted.into()
-    } else {
-        e.into()
-    }
-}
-
 /// Reads a FITS image's first plane; an error naming the file otherwise.
 fn read_plane(path: &Path, what: &str) -> anyhow::Result<(FitsImage, usize, usize, Vec<f64>)> {
     if !path.exists() {
@@ -542,7 +534,6 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
         seed: args.seed,
         alpha: args.alpha,
         corrector: None,
-        cancel: Some(super::interrupt::flag()),
     };
     let batches = args.samples.div_ceil(args.batch.max(1));
     let bar = ProgressBar::new((batches * args.steps) as u64).with_style(
@@ -579,7 +570,8 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
                 .collect();
             let mut lik = GaussianLikelihood::new(scaled(hst), y.clone(), &sig)?;
             lik.inflate_gamma(&factors)?;
-            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
+            let s = sample_posterior(&model, &lik, &opts, &super::interrupt::Terminal::bar(&bar))
+                .map_err(super::interrupt::interrupted_or)?;
             let chi2: Vec<f64> = s.iter().map(|x| lik.reduced_chi2(x)).collect();
             (s, chi2, None, make_hst()?)
         }
@@ -602,7 +594,8 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
             // γ as the largest row sum of AAᵀ, for the reason given above.
             let gmax = row_sums.iter().fold(0.0f64, |m, &r| m.max(r as f64));
             lik.set_gamma(gmax * flux_scale * flux_scale)?;
-            let s = sample_posterior(&model, &lik, &opts, Some(&bar)).map_err(interrupted_or)?;
+            let s = sample_posterior(&model, &lik, &opts, &super::interrupt::Terminal::bar(&bar))
+                .map_err(super::interrupt::interrupted_or)?;
             let chi2: Vec<f64> = s
                 .iter()
                 .map(|x| LikelihoodScore::reduced_chi2(&lik, x))

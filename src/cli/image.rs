@@ -327,7 +327,6 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         seed: args.seed,
         alpha: args.alpha,
         corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
-        cancel: Some(super::interrupt::flag()),
     };
     // Self-calibration rounds: a posterior (at most 16 samples) gives a model, station gains
     // are solved against it and divided out, and the next round images the corrected data.
@@ -943,7 +942,8 @@ fn posterior_pass(
                 args, c, &geometry, nufft_opts, factor, scale_f32, total, &window,
             )?;
             let mut samples =
-                sample_posterior(model, &lik, opts, Some(&bar)).map_err(interrupted_or)?;
+                sample_posterior(model, &lik, opts, &super::interrupt::Terminal::bar(&bar))
+                    .map_err(super::interrupt::interrupted_or)?;
             // Closure phases carry no absolute position: each sample is free to shift, and
             // their mean would smear. Without a window to pin it, every sample's centre of
             // light is moved to the phase centre (whole pixels, zero fill), as VLBI imagers
@@ -1308,7 +1308,8 @@ fn sample_sky<A: ForwardOperator>(
     bar: &ProgressBar,
     seed: u64,
 ) -> anyhow::Result<SkyDraws> {
-    let diffuse = sample_posterior(model, lik, opts, Some(bar)).map_err(interrupted_or)?;
+    let diffuse = sample_posterior(model, lik, opts, &super::interrupt::Terminal::bar(bar))
+        .map_err(super::interrupt::interrupted_or)?;
     // A stream of its own, so that the diffuse draws do not depend on the compact ones.
     let mut rng = StdRng::seed_from_u64(seed ^ 0x5EED_C0DE_0000_0001);
     let mut out = SkyDraws {
@@ -1392,15 +1393,6 @@ fn compact_summary(pixels: &[usize], samples: &[f32], g: &ImageGeometry) -> Vec<
             }
         })
         .collect()
-}
-
-/// A sampling error caused by Ctrl-C becomes [`super::interrupt::Interrupted`].
-pub(crate) fn interrupted_or(e: candle_core::Error) -> anyhow::Error {
-    if super::interrupt::check().is_err() {
-        super::interrupt::Interrupted.into()
-    } else {
-        e.into()
-    }
 }
 
 type ResidualProducts = (Vec<f32>, Vec<f64>, Vec<f32>, Vec<f32>);

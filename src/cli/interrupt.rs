@@ -1,13 +1,19 @@
-//! Ctrl-C: long runs stop at the next step, before anything is written, and say so. (Outputs
-//! are written atomically anyway, so an interruption never leaves a half-written FITS.)
+//! The terminal's [`Observer`]: an indicatif progress bar, and Ctrl-C to stop. Long runs stop
+//! at the next step, before anything is written, and say so. (Outputs are written atomically
+//! anyway, so an interruption never leaves a half-written FITS.)
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
+use indicatif::ProgressBar;
+
+pub use crate::observe::Interrupted;
+use crate::observe::Observer;
+
 static FLAG: OnceLock<Arc<AtomicBool>> = OnceLock::new();
 
 /// The flag a Ctrl-C sets.
-pub fn flag() -> Arc<AtomicBool> {
+fn flag() -> Arc<AtomicBool> {
     FLAG.get_or_init(|| Arc::new(AtomicBool::new(false)))
         .clone()
 }
@@ -23,15 +29,66 @@ pub fn install() {
     });
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted by the user (Ctrl-C): no output was written")]
-pub struct Interrupted;
+/// Progress on a bar (or nowhere), stopped by Ctrl-C.
+#[derive(Clone, Copy)]
+pub struct Terminal<'a>(pub Option<&'a ProgressBar>);
+
+impl<'a> Terminal<'a> {
+    pub fn bar(bar: &'a ProgressBar) -> Self {
+        Self(Some(bar))
+    }
+}
+
+impl Observer for Terminal<'_> {
+    fn stage(&self, name: &str, steps: u64) {
+        if let Some(b) = self.0 {
+            b.set_length(steps);
+            b.set_position(0);
+            b.set_prefix(name.to_string());
+        }
+    }
+    fn advance(&self, n: u64) {
+        if let Some(b) = self.0 {
+            b.inc(n);
+        }
+    }
+    fn status(&self, message: &str) {
+        if let Some(b) = self.0 {
+            b.set_message(message.to_string());
+        }
+    }
+    fn log(&self, line: &str) {
+        match self.0 {
+            Some(b) => b.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+    fn stop_requested(&self) -> bool {
+        flag().load(Ordering::SeqCst)
+    }
+}
 
 /// `Err(Interrupted)` once Ctrl-C was pressed.
 pub fn check() -> Result<(), Interrupted> {
-    if flag().load(Ordering::SeqCst) {
-        Err(Interrupted)
-    } else {
-        Ok(())
+    crate::observe::check(&Terminal(None))
+}
+
+/// A candle error as [`Interrupted`] when Ctrl-C stopped the run, as itself otherwise.
+pub fn interrupted_or(e: candle_core::Error) -> anyhow::Error {
+    crate::observe::interrupted_or::<InterruptedOr>(&Terminal(None), e).0
+}
+
+/// `anyhow::Error` cannot implement `From<Interrupted>` twice over; this carries it.
+struct InterruptedOr(anyhow::Error);
+
+impl From<Interrupted> for InterruptedOr {
+    fn from(i: Interrupted) -> Self {
+        Self(i.into())
+    }
+}
+
+impl From<candle_core::Error> for InterruptedOr {
+    fn from(e: candle_core::Error) -> Self {
+        Self(e.into())
     }
 }

@@ -653,7 +653,6 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
         seed: args.seed,
         alpha: args.alpha,
         corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
-        cancel: Some(super::interrupt::flag()),
     };
     let batches = args.samples.div_ceil(args.batch.max(1));
     let fit = match &args.uv {
@@ -812,16 +811,6 @@ struct Fit {
     mode: String,
 }
 
-fn interrupted_or(e: candle_core::Error) -> anyhow::Error {
-    if e.to_string()
-        .contains(crate::sample::posterior::INTERRUPTED)
-    {
-        anyhow::anyhow!("interrupted: nothing written")
-    } else {
-        e.into()
-    }
-}
-
 /// Samples (data units), reduced χ² of each, of their mean, and the Γ inflation.
 type Sampled = (Vec<Vec<f32>>, Vec<f64>, f64, f64);
 
@@ -843,7 +832,8 @@ fn sample(
     let infl = stiffness(lik.operator(), &lik.operator().diag_aat());
     lik.inflate_gamma(&vec![infl as f32; lik.operator().data_len()])?;
     let bar = progress((opts.n_samples.div_ceil(opts.batch.max(1)) * opts.steps) as u64);
-    let s = sample_posterior(model, &lik, opts, Some(&bar)).map_err(interrupted_or)?;
+    let s = sample_posterior(model, &lik, opts, &super::interrupt::Terminal::bar(&bar))
+        .map_err(super::interrupt::interrupted_or)?;
     bar.finish_and_clear();
     let chi2: Vec<f64> = s.iter().map(|x| lik.reduced_chi2(x)).collect();
     let n = s.len() as f32;

@@ -1057,7 +1057,7 @@ fn run_logp(a: LogpArgs) -> anyhow::Result<()> {
         };
         let pb = counted_bar(a.quiet, planes.div_ceil(ode_images) * a.steps, "ODE steps");
         let t0 = std::time::Instant::now();
-        let r = logp::ode_log_density(&model, &x, &opts, Some(&pb))?;
+        let r = logp::ode_log_density(&model, &x, &opts, &super::interrupt::Terminal::bar(&pb))?;
         pb.finish_and_clear();
         Some((r, t0.elapsed().as_secs_f64()))
     } else {
@@ -1076,7 +1076,7 @@ fn run_logp(a: LogpArgs) -> anyhow::Result<()> {
             "ELBO batches",
         );
         let t0 = std::time::Instant::now();
-        let r = logp::elbo(&model, &x, &opts, Some(&pb))?;
+        let r = logp::elbo(&model, &x, &opts, &super::interrupt::Terminal::bar(&pb))?;
         pb.finish_and_clear();
         Some((r, t0.elapsed().as_secs_f64()))
     } else {
@@ -1212,7 +1212,7 @@ fn run_reference(a: ReferenceArgs) -> anyhow::Result<()> {
     };
     let elbo_of = |x: Tensor, k: usize, what: &str| -> anyhow::Result<Vec<f64>> {
         let pb = counted_bar(a.quiet, (k * a.elbo_samples).div_ceil(a.batch), what);
-        let r = logp::elbo(&model, &x, &opts, Some(&pb))?;
+        let r = logp::elbo(&model, &x, &opts, &super::interrupt::Terminal::bar(&pb))?;
         pb.finish_and_clear();
         Ok(r.iter().map(|l| l.nats).collect())
     };
@@ -1355,9 +1355,15 @@ pub(crate) fn draw_samples(
         )?
         .affine(sde.prior_std(), 0.0)?;
         let x = match d.sampler {
-            SamplerArg::Em => {
-                sample::euler_maruyama(&score, &sde, &x0, d.steps, t_eps, &mut rng, Some(pb))?
-            }
+            SamplerArg::Em => sample::euler_maruyama(
+                &score,
+                &sde,
+                &x0,
+                d.steps,
+                t_eps,
+                &mut rng,
+                &super::interrupt::Terminal::bar(pb),
+            )?,
             SamplerArg::Pc => sample::predictor_corrector(
                 &score,
                 &sde,
@@ -1367,11 +1373,16 @@ pub(crate) fn draw_samples(
                 d.corrector_steps,
                 t_eps,
                 &mut rng,
-                Some(pb),
+                &super::interrupt::Terminal::bar(pb),
             )?,
-            SamplerArg::Ode => {
-                sample::probability_flow_heun(&score, &sde, &x0, d.steps, t_eps, Some(pb))?
-            }
+            SamplerArg::Ode => sample::probability_flow_heun(
+                &score,
+                &sde,
+                &x0,
+                d.steps,
+                t_eps,
+                &super::interrupt::Terminal::bar(pb),
+            )?,
         };
         let x = if d.denoise {
             model.denoise(&x, t_eps)?

@@ -83,7 +83,7 @@ pub(crate) fn prior_check(
         batch: 64,
         point: Point::Noisy,
     };
-    let nats: Vec<f64> = elbo(model, &x, &opts, None)?
+    let nats: Vec<f64> = elbo(model, &x, &opts, &crate::observe::Quiet)?
         .iter()
         .map(|l| l.nats)
         .collect();

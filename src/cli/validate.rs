@@ -15,7 +15,8 @@ use super::common::{
     check_network_batch, check_outputs, count_usable, longest_baseline, output_path, parse_angle,
     read_with_progress, set_threads, sky_header, SelectionArgs,
 };
-use super::image::{interrupted_or, merge_by_frequency, vis_gamma_factors, MethodArg};
+use super::image::{merge_by_frequency, vis_gamma_factors, MethodArg};
+use super::interrupt::interrupted_or;
 use super::prior::{device, DeviceArg, SplitArg};
 use crate::imaging::beam::add_restored;
 use crate::imaging::{clean, CleanOptions, ImagingOptions, Weighting};
@@ -275,7 +276,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
                 steps,
                 args.batch,
                 args.seed ^ 0x7247,
-                Some(&b),
+                &super::interrupt::Terminal::bar(&b),
             )?;
             b.finish_and_clear();
             t
@@ -298,7 +299,6 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         sigma: args.noise as f32,
         gamma_factors: Some(vis_gamma_factors(c, &geometry)),
         n_bootstrap: args.bootstrap,
-        cancel: Some(super::interrupt::flag()),
     };
     let b = bar(
         ((n * args.samples).div_ceil(args.batch) * args.steps) as u64,
@@ -353,11 +353,19 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         })
     };
     let baseline_ref: Option<&BaselineFn> = if args.no_clean { None } else { Some(&baseline) };
-    let v =
-        validate(&model, &nufft, &truths, &opts, baseline_ref, Some(&b)).map_err(|e| match e {
-            crate::validate::ValidateError::Sampling(e) => interrupted_or(e),
-            e => e.into(),
-        })?;
+    let v = validate(
+        &model,
+        &nufft,
+        &truths,
+        &opts,
+        baseline_ref,
+        &super::interrupt::Terminal::bar(&b),
+    )
+    .map_err(|e| match e {
+        crate::validate::ValidateError::Sampling(e) => interrupted_or(e),
+        crate::validate::ValidateError::Interrupted(i) => i.into(),
+        e => e.into(),
+    })?;
     b.finish_and_clear();
     super::interrupt::check()?;
     let t_sample = t_sample.elapsed().as_secs_f64();

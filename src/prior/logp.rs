@@ -52,7 +52,6 @@
 use std::f64::consts::{LN_2, PI};
 
 use candle_core::{DType, Tensor, Var};
-use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -60,6 +59,7 @@ use serde::Serialize;
 
 use super::sde::Sde;
 use super::ScoreModel;
+use crate::observe::{check_candle, Observer};
 use crate::sample::posterior::PriorScore;
 
 /// Errors of the log-density estimators: what the caller gave that they cannot use.
@@ -313,7 +313,7 @@ fn velocity_and_divergence<P: PriorScore + ?Sized>(
 /// method was measured first, on the D = 256 correlated Gaussian of the tests (VE, σ from 1e-3
 /// to 100): 3 nats too high at 100 steps and 1 nat at 200, where RK4 is within 0.05 nats at 50
 /// steps. Each step costs four score evaluations with their backward pass on
-/// `images × probes` rows. `progress` advances by one per step of each batch of images.
+/// `images × probes` rows. The observer advances by one per step of each batch of images.
 ///
 /// The score must be differentiable by candle's autograd (built from tensor operations on its
 /// input), as the network's is.
@@ -321,7 +321,7 @@ pub fn ode_log_density<P: PriorScore + ?Sized>(
     model: &P,
     images: &Tensor,
     opts: &OdeOptions,
-    progress: Option<&ProgressBar>,
+    obs: &dyn Observer,
 ) -> Result<Vec<LogDensity>> {
     at_least("the number of ODE steps", opts.steps, 1)?;
     at_least("the number of Hutchinson probes", opts.probes, 2)?;
@@ -382,9 +382,8 @@ pub fn ode_log_density<P: PriorScore + ?Sized>(
             for (r, l) in ell.iter_mut().enumerate() {
                 *l += h / 6.0 * (d1[r] + 2.0 * d2[r] + 2.0 * d3[r] + d4[r]);
             }
-            if let Some(p) = progress {
-                p.inc(1);
-            }
+            check_candle(obs)?;
+            obs.advance(1);
         }
         let norms = row_dots(&x, &x)?;
         for j in 0..g {
@@ -460,12 +459,12 @@ fn mean_sd(v: &[f64]) -> (f64, f64) {
 /// (`b ≤ log p` up to their standard errors, tested on a Gaussian prior).
 ///
 /// One score evaluation per draw, no backward pass: several times cheaper than the ODE.
-/// `progress` advances by one per network batch.
+/// The observer advances by one per network batch.
 pub fn elbo<P: LogDensityPrior + ?Sized>(
     model: &P,
     images: &Tensor,
     opts: &ElboOptions,
-    progress: Option<&ProgressBar>,
+    obs: &dyn Observer,
 ) -> Result<Vec<LogDensity>> {
     at_least("the number of ELBO samples", opts.samples, 2)?;
     if !opts.samples.is_multiple_of(2) {
@@ -540,9 +539,8 @@ pub fn elbo<P: LogDensityPrior + ?Sized>(
             sums[r.image].push(c + h);
         }
         rows.clear();
-        if let Some(p) = progress {
-            p.inc(1);
-        }
+        check_candle(obs)?;
+        obs.advance(1);
         Ok(())
     };
     for image in 0..n {
@@ -603,6 +601,7 @@ pub fn elbo<P: LogDensityPrior + ?Sized>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::observe::Quiet;
     use crate::prior::sde::{SdeConfig, VeSde};
     use candle_core::Device;
 
@@ -644,18 +643,18 @@ mod tests {
         let m = iso();
         let opts = OdeOptions::default();
         let wrong = Tensor::zeros((1, 1, 8, 8), DType::F32, &Device::Cpu).unwrap();
-        let e = ode_log_density(&m, &wrong, &opts, None).unwrap_err();
+        let e = ode_log_density(&m, &wrong, &opts, &Quiet).unwrap_err();
         assert!(matches!(e, LogpError::Shape { size: 4, .. }), "{e}");
         assert!(e.to_string().contains("4×4"), "{e}");
         let empty = Tensor::zeros((0, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
         assert!(matches!(
-            elbo(&m, &empty, &ElboOptions::default(), None),
+            elbo(&m, &empty, &ElboOptions::default(), &Quiet),
             Err(LogpError::Empty)
         ));
         let mut v = vec![0.0f32; 32];
         v[20] = f32::NAN;
         let nan = Tensor::from_vec(v, (2, 1, 4, 4), &Device::Cpu).unwrap();
-        let e = elbo(&m, &nan, &ElboOptions::default(), None).unwrap_err();
+        let e = elbo(&m, &nan, &ElboOptions::default(), &Quiet).unwrap_err();
         assert!(
             matches!(e, LogpError::NonFinite { index: 1, count: 1 }),
             "{e}"
@@ -665,14 +664,14 @@ mod tests {
             probes: 1,
             ..Default::default()
         };
-        let e = ode_log_density(&m, &x, &one_probe, None).unwrap_err();
+        let e = ode_log_density(&m, &x, &one_probe, &Quiet).unwrap_err();
         assert!(e.to_string().contains("probes must be at least 2"), "{e}");
         let odd = ElboOptions {
             samples: 7,
             ..Default::default()
         };
         assert!(matches!(
-            elbo(&m, &x, &odd, None),
+            elbo(&m, &x, &odd, &Quiet),
             Err(LogpError::OddSamples(7))
         ));
     }
@@ -701,7 +700,7 @@ mod tests {
             }
         }
         let x = Tensor::zeros((1, 1, 4, 4), DType::F32, &Device::Cpu).unwrap();
-        let e = ode_log_density(&Host(iso()), &x, &OdeOptions::default(), None).unwrap_err();
+        let e = ode_log_density(&Host(iso()), &x, &OdeOptions::default(), &Quiet).unwrap_err();
         assert!(matches!(e, LogpError::NoGradient), "{e}");
     }
 
@@ -721,7 +720,7 @@ mod tests {
             point: Point::Image,
             ..Default::default()
         };
-        let r = ode_log_density(&m, &x, &opts, None).unwrap()[0];
+        let r = ode_log_density(&m, &x, &opts, &Quiet).unwrap()[0];
         assert!(r.std_err < 1e-3, "{r:?}");
         assert!((r.nats - exact).abs() < 0.02, "{r:?} vs {exact}");
         assert_eq!(r.dims, 16);
@@ -730,7 +729,7 @@ mod tests {
             point: Point::Image,
             ..Default::default()
         };
-        let b = elbo(&m, &x, &opts, None).unwrap()[0];
+        let b = elbo(&m, &x, &opts, &Quiet).unwrap()[0];
         assert!(b.nats <= exact + 3.0 * b.std_err, "{b:?} vs {exact}");
         assert!((b.nats - exact).abs() < 3.0 * b.std_err + 0.05, "{b:?}");
     }

@@ -51,11 +51,8 @@
 //! Nothing is printed; every random draw comes from the seed.
 
 use std::f64::consts::PI;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use candle_core::{Result, Tensor, Var};
-use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -64,6 +61,7 @@ use serde::Serialize;
 
 use super::posterior::{end_time, PriorScore};
 use crate::likelihood::GaussianLikelihood;
+use crate::observe::{check_candle, Observer, Quiet};
 use crate::operator::ForwardOperator;
 use crate::prior::logp::{elbo, row_dots, ElboOptions, LogDensityPrior, Point};
 use crate::prior::sde::Sde;
@@ -78,8 +76,6 @@ pub struct EvidenceOptions {
     /// Monte-Carlo draws of each draw's prior ELBO (even).
     pub elbo_samples: usize,
     pub seed: u64,
-    /// Set from elsewhere (a Ctrl-C handler) to stop at the next step with an error.
-    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for EvidenceOptions {
@@ -89,7 +85,6 @@ impl Default for EvidenceOptions {
             steps: 50,
             elbo_samples: 64,
             seed: 0,
-            cancel: None,
         }
     }
 }
@@ -129,20 +124,13 @@ pub struct Evidence {
     pub draws: Vec<EvidenceDraw>,
 }
 
-fn cancelled(c: &Option<Arc<AtomicBool>>) -> Result<()> {
-    match c {
-        Some(f) if f.load(Ordering::Relaxed) => Err(candle_core::Error::Msg("interrupted".into())),
-        _ => Ok(()),
-    }
-}
-
 /// Draws `opts.chains` images from the posterior probability-flow ODE and their log-density
-/// under it (see the module doc). `progress` advances by one per step.
+/// under it (see the module doc). The observer advances by one per step.
 pub fn posterior_flow<P, A>(
     model: &P,
     lik: &GaussianLikelihood<A>,
     opts: &EvidenceOptions,
-    progress: Option<&ProgressBar>,
+    obs: &dyn Observer,
 ) -> Result<Vec<(Vec<f32>, f64)>>
 where
     P: PriorScore + ?Sized,
@@ -249,7 +237,7 @@ where
 
     let mut ell = vec![0.0f64; b];
     for step in 0..opts.steps.max(1) {
-        cancelled(&opts.cancel)?;
+        check_candle(obs)?;
         let t = t1 + step as f64 * h;
         let (k1, d1) = field(&x, t)?;
         let (k2, d2) = field(&(&x + k1.affine(0.5 * h, 0.0)?)?, t + 0.5 * h)?;
@@ -261,9 +249,7 @@ where
         for (r, l) in ell.iter_mut().enumerate() {
             *l += -h / 6.0 * (d1[r] + 2.0 * d2[r] + 2.0 * d3[r] + d4[r]);
         }
-        if let Some(p) = progress {
-            p.inc(1);
-        }
+        obs.advance(1);
     }
     let xs: Vec<f32> = x.flatten_all()?.to_vec1()?;
     Ok(xs
@@ -295,12 +281,12 @@ pub fn gaussian_log_likelihood<A: ForwardOperator>(lik: &GaussianLikelihood<A>, 
 }
 
 /// The evidence bounds of `model` on the observation behind `lik` (see the module doc).
-/// `progress` advances by one per flow step.
+/// The observer advances by one per flow step.
 pub fn evidence<P, A>(
     model: &P,
     lik: &GaussianLikelihood<A>,
     opts: &EvidenceOptions,
-    progress: Option<&ProgressBar>,
+    obs: &dyn Observer,
 ) -> Result<Evidence>
 where
     P: LogDensityPrior + ?Sized,
@@ -312,8 +298,8 @@ where
             opts.chains
         )));
     }
-    let flow = posterior_flow(model, lik, opts, progress)?;
-    cancelled(&opts.cancel)?;
+    let flow = posterior_flow(model, lik, opts, obs)?;
+    check_candle(obs)?;
     let side = model.image_size();
     let imgs: Vec<f32> = flow.iter().flat_map(|(x, _)| x.iter().copied()).collect();
     let imgs = Tensor::from_vec(imgs, (flow.len(), 1, side, side), model.device())?;
@@ -323,7 +309,7 @@ where
         batch: 64,
         point: Point::Image,
     };
-    let log_prior = elbo(model, &imgs, &eopts, None).map_err(candle_core::Error::wrap)?;
+    let log_prior = elbo(model, &imgs, &eopts, &Quiet).map_err(candle_core::Error::wrap)?;
     let n_data = lik.data().len() as f64;
     let draws: Vec<EvidenceDraw> = flow
         .into_iter()
@@ -367,7 +353,6 @@ mod tests {
             steps: 40,
             elbo_samples: 256,
             seed: 4,
-            cancel: None,
         }
     }
 
@@ -380,7 +365,7 @@ mod tests {
     fn evidence_matches_the_gaussian_integral() {
         let case = GaussianCase::new(1.0, 0.5, false);
         let exact = case.log_evidence();
-        let e = evidence(&case.prior, &case.lik, &opts(16), None).unwrap();
+        let e = evidence(&case.prior, &case.lik, &opts(16), &Quiet).unwrap();
         eprintln!(
             "exact {exact:.2}, ELBO {:.2} ± {:.2}; terms: likelihood {:.2}, prior {:.2}, flow \
              {:.2}",
@@ -406,7 +391,7 @@ mod tests {
         let mut rows = Vec::new();
         for model in models {
             let case = GaussianCase::with_model(1.0, 0.5, false, model);
-            let e = evidence(&case.prior, &case.lik, &opts(16), None).unwrap();
+            let e = evidence(&case.prior, &case.lik, &opts(16), &Quiet).unwrap();
             eprintln!(
                 "model {model:?}: exact {:.2}, ELBO {:.2} ± {:.2}",
                 case.log_evidence(),

@@ -3,7 +3,6 @@
 pub mod evidence;
 #[cfg(test)]
 pub(crate) mod gaussian_case;
-pub mod multi;
 pub mod posterior;
 pub mod sde_samplers;
 

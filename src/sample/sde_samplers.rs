@@ -5,10 +5,10 @@
 //! caller's seeded RNG, so the same seed gives the same samples.
 
 use candle_core::{DType, Result, Tensor};
-use indicatif::ProgressBar;
 use rand::Rng;
 use rand_distr::StandardNormal;
 
+use crate::observe::{check_candle, Observer};
 use crate::prior::sde::Sde;
 
 /// A score function `(x, t) ↦ ∇ log p_t(x)`, same shape as `x`.
@@ -61,17 +61,16 @@ pub fn euler_maruyama<R: Rng + ?Sized>(
     steps: usize,
     t_eps: f64,
     rng: &mut R,
-    progress: Option<&ProgressBar>,
+    obs: &dyn Observer,
 ) -> Result<Tensor> {
     assert!(steps > 0, "euler_maruyama needs at least one step");
     let ts = time_grid(steps, t_eps);
     let mut x = x_init.clone();
     for i in 0..steps {
+        check_candle(obs)?;
         let (t, dt) = (ts[i], ts[i + 1] - ts[i]);
         x = reverse_step(score, sde, &x, t, dt, i + 1 < steps, rng)?;
-        if let Some(p) = progress {
-            p.inc(1);
-        }
+        obs.advance(1);
     }
     Ok(x)
 }
@@ -102,12 +101,13 @@ pub fn predictor_corrector<R: Rng + ?Sized>(
     n_corrector: usize,
     t_eps: f64,
     rng: &mut R,
-    progress: Option<&ProgressBar>,
+    obs: &dyn Observer,
 ) -> Result<Tensor> {
     assert!(steps > 0, "predictor_corrector needs at least one step");
     let ts = time_grid(steps, t_eps);
     let mut x = x_init.clone();
     for i in 0..steps {
+        check_candle(obs)?;
         let (t, dt) = (ts[i], ts[i + 1] - ts[i]);
         for _ in 0..n_corrector {
             let s = score(&x, t)?;
@@ -122,9 +122,7 @@ pub fn predictor_corrector<R: Rng + ?Sized>(
             x = ((x + step)? + noise)?;
         }
         x = reverse_step(score, sde, &x, t, dt, i + 1 < steps, rng)?;
-        if let Some(p) = progress {
-            p.inc(1);
-        }
+        obs.advance(1);
     }
     Ok(x)
 }
@@ -137,7 +135,7 @@ pub fn probability_flow_heun(
     x_init: &Tensor,
     steps: usize,
     t_eps: f64,
-    progress: Option<&ProgressBar>,
+    obs: &dyn Observer,
 ) -> Result<Tensor> {
     assert!(steps > 0, "probability_flow_heun needs at least one step");
     let ts = time_grid(steps, t_eps);
@@ -147,6 +145,7 @@ pub fn probability_flow_heun(
     };
     let mut x = x_init.clone();
     for i in 0..steps {
+        check_candle(obs)?;
         let (t, tn) = (ts[i], ts[i + 1]);
         let dt = tn - t;
         let d = vel(&x, t)?;
@@ -157,9 +156,7 @@ pub fn probability_flow_heun(
         } else {
             xe
         };
-        if let Some(p) = progress {
-            p.inc(1);
-        }
+        obs.advance(1);
     }
     Ok(x)
 }

@@ -12,7 +12,6 @@ pub mod truths;
 
 use std::collections::HashMap;
 
-use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -20,8 +19,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::likelihood::{GaussianLikelihood, LikelihoodError};
+use crate::observe::Observer;
 use crate::operator::{ForwardOperator, Scaled};
-use crate::sample::multi::{sample_many, MultiOptions};
+use crate::sample::posterior::{sample_many, PosteriorOptions};
 use crate::sample::posterior::{Method, PriorScore};
 use stats::{mean_std, pixel_coverage, quantile, rmse, Coverage};
 use tarp::{reference_points, tarp_from_ranks, tarp_rank, Tarp};
@@ -34,6 +34,8 @@ pub enum ValidateError {
     Likelihood(#[from] LikelihoodError),
     #[error("sampling: {0}")]
     Sampling(#[from] candle_core::Error),
+    #[error(transparent)]
+    Interrupted(#[from] crate::observe::Interrupted),
     #[error("CLEAN baseline: {0}")]
     Baseline(String),
 }
@@ -80,7 +82,6 @@ pub struct ValidateOptions {
     /// Per-datum factors on Γ = diag(AAᵀ) (cell multiplicity for the visibility NUFFT).
     pub gamma_factors: Option<Vec<f32>>,
     pub n_bootstrap: usize,
-    pub cancel: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// A map from one image to another (e.g. a convolution), shareable across threads.
@@ -172,7 +173,7 @@ pub fn validate<A, P>(
     truths: &[Vec<f32>],
     opts: &ValidateOptions,
     baseline: Option<&BaselineFn>,
-    progress: Option<&ProgressBar>,
+    obs: &dyn Observer,
 ) -> Result<Validation, ValidateError>
 where
     A: ForwardOperator + ?Sized,
@@ -237,19 +238,19 @@ where
     let references = reference_points(&truth_refs, opts.seed ^ 0x7A49);
     let mut rank_rng = StdRng::seed_from_u64(opts.seed ^ 0x4A4E);
 
-    let mopts = MultiOptions {
+    let popts = PosteriorOptions {
         method: opts.method,
-        samples_per_set: opts.samples,
+        n_samples: opts.samples,
         steps: opts.steps,
         batch: opts.batch,
         seed: opts.seed,
         alpha: opts.alpha,
         corrector: opts.corrector,
-        cancel: opts.cancel.clone(),
     };
+    let lik_refs: Vec<_> = liks.iter().collect();
     let mut pending: HashMap<usize, Vec<f32>> = HashMap::new();
     let mut results: Vec<TruthResult> = Vec::with_capacity(truths.len());
-    sample_many(model, &liks, &mopts, progress, |set, j, img| {
+    sample_many(model, &lik_refs, &popts, obs, |set, j, img| {
         let buf = pending
             .entry(set)
             .or_insert_with(|| Vec::with_capacity(opts.samples * npix));

@@ -5,12 +5,12 @@
 use std::path::Path;
 
 use candle_core::{DType, Tensor};
-use indicatif::ProgressBar;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use super::ValidateError;
 use crate::io::FitsError;
+use crate::observe::Observer;
 use crate::prior::data::{center_crop, read_images, resize, ImageStack, Resample};
 use crate::prior::sde::Sde;
 use crate::sample::posterior::PriorScore;
@@ -24,7 +24,7 @@ pub fn from_prior<P: PriorScore + ?Sized>(
     steps: usize,
     batch: usize,
     seed: u64,
-    progress: Option<&ProgressBar>,
+    obs: &dyn Observer,
 ) -> Result<Vec<Vec<f32>>, ValidateError> {
     let side = model.image_size();
     let sde = model.sde();
@@ -36,7 +36,7 @@ pub fn from_prior<P: PriorScore + ?Sized>(
         let b = batch.max(1).min(n - out.len());
         let zeros = Tensor::zeros((b, 1, side, side), DType::F32, model.device())?;
         let x0 = gaussian_like(&zeros, &mut rng)?.affine(sde.prior_std(), 0.0)?;
-        let x = euler_maruyama(&score, sde, &x0, steps, t_eps, &mut rng, progress)?;
+        let x = euler_maruyama(&score, sde, &x0, steps, t_eps, &mut rng, obs)?;
         let x = model.denoise(&x, t_eps)?;
         let flat: Vec<f32> = x.flatten_all()?.to_vec1()?;
         out.extend(flat.chunks(side * side).map(|c| c.to_vec()));
