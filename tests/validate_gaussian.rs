@@ -4,7 +4,7 @@
 use candle_core::{Device, Tensor};
 use interf_image::operator::ForwardOperator;
 use interf_image::prior::sde::{Sde, SdeConfig, VeSde};
-use interf_image::sample::posterior::{Method, PriorScore};
+use interf_image::sample::posterior::{Method, PosteriorOptions, PriorScore};
 use interf_image::validate::tarp::Verdict;
 use interf_image::validate::{validate, ValidateOptions, Validation};
 use rand::rngs::StdRng;
@@ -75,13 +75,15 @@ fn run(alpha: f32) -> Validation {
         })
         .collect();
     let opts = ValidateOptions {
-        method: Method::Cla,
-        samples: 40,
-        steps: 300,
-        batch: 400,
-        seed: 4,
-        alpha,
-        corrector: None,
+        posterior: PosteriorOptions {
+            method: Method::Cla,
+            n_samples: 40,
+            steps: 300,
+            batch: 400,
+            seed: 4,
+            alpha,
+            corrector: None,
+        },
         flux_scale: 1.0,
         sigma: 0.3,
         gamma_factors: None,

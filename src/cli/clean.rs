@@ -1,6 +1,7 @@
 //! `interf-image clean`: CLEAN images as WSClean makes them (Högbom minor cycles inside
 //! Cotton–Schwab major cycles), writing NAME-model, -residual, -image and -psf.fits.
 
+use super::common::ComputeArgs;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -70,14 +71,13 @@ pub struct CleanArgs {
     /// successive integrations, `weights` σ² = 1/WEIGHT.
     #[arg(long, value_enum, default_value_t = NoiseArg::Auto)]
     pub noise: NoiseArg,
-    /// Threads (default: all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    set_threads(args.threads)?;
+    set_threads(args.compute.threads)?;
     let weighting = Weighting::from_words(&args.weight)?;
     let (nx, ny) = match args.size.as_slice() {
         [n] => (*n, *n),
@@ -158,7 +158,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     check_field_of_view(nx, ny, scale, longest_baseline(&chunks))?;
     let geometry = ImageGeometry::new(nx, ny, scale, scale)?;
     let mut opts = ImagingOptions::new(geometry, weighting);
-    args.gridding.apply(w_mode, &mut opts);
+    args.gridding.apply(w_mode, args.compute.epsilon, &mut opts);
 
     let bar = ProgressBar::new(args.niter as u64).with_style(
         ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} iterations ({elapsed})")
@@ -208,7 +208,7 @@ pub fn run(args: CleanArgs) -> anyhow::Result<()> {
     header.beam = Some(r.beam);
     header.extra = vec![
         ("WEIGHTNG".into(), HeaderValue::Str(weighting.describe())),
-        ("EPSILON".into(), HeaderValue::F64(args.gridding.epsilon)),
+        ("EPSILON".into(), HeaderValue::F64(args.compute.epsilon)),
         ("NVIS".into(), HeaderValue::I64(r.stats.gridded as i64)),
         ("NITER".into(), HeaderValue::I64(args.niter as i64)),
         ("GAIN".into(), HeaderValue::F64(args.gain)),

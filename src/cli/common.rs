@@ -448,12 +448,100 @@ mod tests {
     }
 }
 
+/// How posterior samples are drawn: shared by `image`, `validate`, `lens` and `denoise`, with
+/// one default each (the number of samples is each command's own: per image, per truth).
+#[derive(Debug, Clone, Args)]
+pub struct SamplingArgs {
+    /// Reverse-diffusion steps.
+    #[arg(long, default_value_t = 300, value_parser = at_least_one)]
+    pub steps: usize,
+    /// Chains per network batch. Default: all samples in one batch, at most 64.
+    #[arg(long, value_parser = at_least_one)]
+    pub batch: Option<usize>,
+    /// The likelihood score: `cla` (convolved approximation, no network gradient) or `dps`
+    /// (diffusion posterior sampling, a network gradient per step, better calibrated).
+    #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
+    pub method: MethodArg,
+    /// Weight of the likelihood score (1 = the Bayesian posterior; other values are for
+    /// diagnosis and are recorded in the outputs).
+    #[arg(long, default_value_t = 1.0)]
+    pub alpha: f32,
+    /// Langevin corrector signal-to-noise ratio (0 = no corrector).
+    #[arg(long, default_value_t = 0.0)]
+    pub corrector_snr: f64,
+    /// Seed of every random draw (same seed, same samples).
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+/// Most chains a network batch gets by default.
+pub const DEFAULT_MAX_BATCH: usize = 64;
+
+impl SamplingArgs {
+    /// The batch for `samples` chains: `--batch`, or all of them up to [`DEFAULT_MAX_BATCH`].
+    pub fn batch_for(&self, samples: usize) -> usize {
+        self.batch
+            .unwrap_or_else(|| samples.clamp(1, DEFAULT_MAX_BATCH))
+    }
+
+    /// The sampler's options for `samples` chains per data set.
+    pub fn options(&self, samples: usize) -> crate::sample::posterior::PosteriorOptions {
+        crate::sample::posterior::PosteriorOptions {
+            method: self.method.into(),
+            n_samples: samples,
+            steps: self.steps,
+            batch: self.batch_for(samples),
+            seed: self.seed,
+            alpha: self.alpha,
+            corrector: (self.corrector_snr > 0.0).then_some((self.corrector_snr, 1)),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Convolved likelihood approximation (fast, no network gradient).
+    Cla,
+    /// Diffusion posterior sampling (a network gradient per step).
+    Dps,
+}
+
+impl From<MethodArg> for crate::sample::posterior::Method {
+    fn from(m: MethodArg) -> Self {
+        match m {
+            MethodArg::Cla => Self::Cla,
+            MethodArg::Dps => Self::Dps,
+        }
+    }
+}
+
+/// NUFFT accuracy and threads: shared by every command that grids, with one default each.
+#[derive(Debug, Clone, Args)]
+pub struct ComputeArgs {
+    /// NUFFT (gridding) accuracy relative to a direct Fourier transform, 1e-7 … 1e-1.
+    #[arg(long, default_value_t = 1e-5, value_parser = accuracy)]
+    pub epsilon: f64,
+    /// Threads (default: all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+/// `--epsilon`: a number in 1e-7 … 1e-1.
+pub fn accuracy(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if v.is_finite() && (1e-7..=1e-1).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be in 1e-7 … 1e-1, got {s}"))
+    }
+}
+
 /// Gridding and weighting options shared by `dirty` and `clean`, as WSClean spells them.
 #[derive(Debug, Clone, Args)]
 pub struct GriddingArgs {
-    /// Gridding accuracy (relative to a direct Fourier transform), 1e-7 … 1e-1.
-    #[arg(long, default_value_t = 1e-4)]
-    pub epsilon: f64,
     /// W-term correction: auto (when the field and |w| need it), on or off.
     #[arg(long, default_value = "auto")]
     pub wgridding: String,
@@ -490,17 +578,19 @@ impl GriddingArgs {
     }
 
     /// Puts padding, rank filter and NUFFT accuracy into `opts`.
-    pub fn apply(&self, w_mode: crate::operator::WMode, opts: &mut crate::imaging::ImagingOptions) {
+    pub fn apply(
+        &self,
+        w_mode: crate::operator::WMode,
+        epsilon: f64,
+        opts: &mut crate::imaging::ImagingOptions,
+    ) {
         opts.padding = self.padding;
         opts.rank_filter =
             (self.weighting_rank_filter >= 1.0).then_some(crate::imaging::weighting::RankFilter {
                 level: self.weighting_rank_filter,
                 size: self.weighting_rank_filter_size.max(1),
             });
-        opts.nufft = crate::operator::NufftOptions {
-            epsilon: self.epsilon,
-            w_mode,
-        };
+        opts.nufft = crate::operator::NufftOptions { epsilon, w_mode };
     }
 }
 

@@ -3,6 +3,7 @@
 //! ([`crate::sample::evidence`]). The same data, the same noise estimate and the same visibility
 //! likelihood for every prior; only the prior (and so its flux scale) differs.
 
+use super::common::ComputeArgs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -57,14 +58,10 @@ pub struct ComparePriorsArgs {
     pub name: String,
     #[command(flatten)]
     pub selection: SelectionArgs,
-    /// NUFFT accuracy.
-    #[arg(long, default_value_t = 1e-5)]
-    pub epsilon: f64,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// Threads (default: all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// The observation every prior is judged on: usable visibilities, their σ, the NUFFT plan.
@@ -141,7 +138,7 @@ fn judge(
 pub fn run(args: ComparePriorsArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     super::prior::tune_malloc();
-    set_threads(args.threads)?;
+    set_threads(args.compute.threads)?;
     if args.chains < 2 || args.elbo_samples < 2 || args.elbo_samples % 2 == 1 {
         bail!("--chains must be at least 2 and --elbo-samples even and at least 2");
     }
@@ -182,7 +179,7 @@ pub fn run(args: ComparePriorsArgs) -> anyhow::Result<()> {
     };
     let geometry = ImageGeometry::new(side, side, scale, scale)?;
     let nufft_opts = NufftOptions {
-        epsilon: args.epsilon,
+        epsilon: args.compute.epsilon,
         ..Default::default()
     };
     let obs = observation(&chunks, geometry, &nufft_opts, &args.vis)?;

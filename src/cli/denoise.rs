@@ -9,6 +9,7 @@
 //! at its edge. The cutout is centred on the brightest source (the peak of the image filtered
 //! with the PSF) unless `--centre` says otherwise.
 
+use super::common::SamplingArgs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -17,14 +18,13 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{check_outputs, output_path, set_threads};
-use super::image::MethodArg;
 use super::prior::{device, DeviceArg};
 use crate::io::{read_image, write_cube, write_image, CubeAxis, FitsImage, HeaderValue, SkyHeader};
 use crate::likelihood::{GaussianLikelihood, LearnedNoiseLikelihood, LikelihoodScore};
 use crate::operator::{DataWindow, ForwardOperator, Hst, HstOptions, Scaled};
 use crate::prior::{default_prior, ScoreModel};
 use crate::report::denoise::{write_denoise_report, DenoiseReport};
-use crate::sample::posterior::{sample_posterior, Method, PosteriorOptions};
+use crate::sample::posterior::sample_posterior;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum PsfSampling {
@@ -87,24 +87,13 @@ pub struct DenoiseArgs {
     /// Posterior samples to draw.
     #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub samples: usize,
-    /// Reverse-diffusion steps.
-    #[arg(long, default_value_t = 300, value_parser = super::common::at_least_one)]
-    pub steps: usize,
-    /// Chains per network batch.
-    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
-    pub batch: usize,
-    #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
-    pub method: MethodArg,
-    /// Weight of the likelihood score (1 = the Bayesian posterior).
-    #[arg(long, default_value_t = 1.0)]
-    pub alpha: f32,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Output prefix: NAME-mean.fits, NAME-report.html, ...
     #[arg(long, value_parser = super::common::output_name)]
     pub name: String,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
     /// Threads (default: all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
@@ -326,7 +315,7 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     super::prior::tune_malloc();
     set_threads(args.threads)?;
-    if args.samples == 0 || args.steps == 0 {
+    if args.samples == 0 || args.sampling.steps == 0 {
         bail!("--samples and --steps must be at least 1");
     }
     let f = args.upsample;
@@ -523,20 +512,9 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
         }
     };
 
-    let opts = PosteriorOptions {
-        method: match args.method {
-            MethodArg::Cla => Method::Cla,
-            MethodArg::Dps => Method::Dps,
-        },
-        n_samples: args.samples,
-        steps: args.steps,
-        batch: args.batch,
-        seed: args.seed,
-        alpha: args.alpha,
-        corrector: None,
-    };
-    let batches = args.samples.div_ceil(args.batch.max(1));
-    let bar = ProgressBar::new((batches * args.steps) as u64).with_style(
+    let opts = args.sampling.options(args.samples);
+    let batches = args.samples.div_ceil(args.sampling.batch_for(args.samples));
+    let bar = ProgressBar::new((batches * args.sampling.steps) as u64).with_style(
         ProgressStyle::with_template(
             "{msg:>10} [{bar:40}] {pos}/{len} steps ({per_sec}, eta {eta})",
         )
@@ -584,7 +562,7 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
                     y.len() - n_used
                 );
             }
-            if args.alpha != 1.0 {
+            if args.sampling.alpha != 1.0 {
                 bail!("--alpha is not supported with --noise-model");
             }
             let nm = ScoreModel::load(dir, &dev)
@@ -622,7 +600,7 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
             "{bad} of {} chains diverged (non-finite pixels); the likelihood is too stiff for \
              {} steps of {:?}: use more --steps, --method cla, or a smaller --alpha",
             samples.len(),
-            args.steps,
+            args.sampling.steps,
             opts.method
         );
     }
@@ -715,8 +693,11 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
             HeaderValue::Str(format!("{:?}", opts.method).to_uppercase()),
         ),
         ("NSAMPLES".into(), HeaderValue::I64(samples.len() as i64)),
-        ("NSTEPS".into(), HeaderValue::I64(args.steps as i64)),
-        ("SEED".into(), HeaderValue::I64(args.seed as i64)),
+        (
+            "NSTEPS".into(),
+            HeaderValue::I64(args.sampling.steps as i64),
+        ),
+        ("SEED".into(), HeaderValue::I64(args.sampling.seed as i64)),
         ("FLUXSCL".into(), HeaderValue::F64(flux_scale)),
         ("NOISESIG".into(), HeaderValue::F64(sigma)),
         ("UPSAMPLE".into(), HeaderValue::I64(f as i64)),
@@ -857,10 +838,10 @@ pub fn run(args: DenoiseArgs) -> anyhow::Result<()> {
             format!(
                 "{} samples, {} steps, {:?}, α = {}, seed {}, {:.1} s",
                 samples.len(),
-                args.steps,
+                args.sampling.steps,
                 opts.method,
-                args.alpha,
-                args.seed,
+                args.sampling.alpha,
+                args.sampling.seed,
                 t_sample.as_secs_f64()
             ),
         ),

@@ -1,5 +1,6 @@
 //! `interf-image dirty`: dirty image and PSF, as `wsclean -niter 0` makes them.
 
+use super::common::ComputeArgs;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -38,14 +39,13 @@ pub struct DirtyArgs {
     pub selection: SelectionArgs,
     #[command(flatten)]
     pub gridding: GriddingArgs,
-    /// Threads (default: all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    set_threads(args.threads)?;
+    set_threads(args.compute.threads)?;
     let weighting = Weighting::from_words(&args.weight)?;
     let (nx, ny) = match args.size.as_slice() {
         [n] => (*n, *n),
@@ -87,7 +87,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     check_field_of_view(nx, ny, scale, longest_baseline(&chunks))?;
     let geometry = ImageGeometry::new(nx, ny, scale, scale)?;
     let mut opts = ImagingOptions::new(geometry, weighting);
-    args.gridding.apply(w_mode, &mut opts);
+    args.gridding.apply(w_mode, args.compute.epsilon, &mut opts);
 
     let spinner = ProgressBar::new_spinner().with_message("gridding dirty image and PSF");
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
@@ -99,7 +99,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     let mut header = sky_header(&info, field_id, &chunks, scale, "JY/BEAM");
     header.extra = vec![
         ("WEIGHTNG".into(), HeaderValue::Str(weighting.describe())),
-        ("EPSILON".into(), HeaderValue::F64(args.gridding.epsilon)),
+        ("EPSILON".into(), HeaderValue::F64(args.compute.epsilon)),
         (
             "NVIS".into(),
             HeaderValue::I64(products.stats.gridded as i64),
@@ -149,7 +149,7 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
         ny,
         format_angle(scale),
         weighting.describe(),
-        args.gridding.epsilon
+        args.compute.epsilon
     );
     println!(
         "  dirty peak {:.4} Jy/beam at pixel ({}, {})",

@@ -2,6 +2,8 @@
 //! score-based prior, their mean and standard deviation as FITS, and the dirty image and PSF
 //! at the same geometry.
 
+pub use super::common::MethodArg;
+use super::common::{ComputeArgs, SamplingArgs};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -32,14 +34,6 @@ use crate::sample::posterior::{sample_posterior, Method, PosteriorOptions};
 use ms_io::{VisChunk, VisFile};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum MethodArg {
-    /// Convolved likelihood approximation (fast, no network gradient).
-    Cla,
-    /// Diffusion posterior sampling (a network gradient per step).
-    Dps,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LikelihoodArg {
@@ -112,14 +106,6 @@ pub struct ImageArgs {
     /// Posterior samples to draw.
     #[arg(long, default_value_t = 64)]
     pub samples: usize,
-    /// Reverse-diffusion steps.
-    #[arg(long, default_value_t = 300)]
-    pub steps: usize,
-    /// Chains per network batch.
-    #[arg(long, default_value_t = 64, value_parser = super::common::at_least_one)]
-    pub batch: usize,
-    #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
-    pub method: MethodArg,
     /// Where the likelihood meets the data.
     #[arg(long, value_enum, default_value_t = LikelihoodArg::Auto)]
     pub likelihood: LikelihoodArg,
@@ -197,27 +183,13 @@ pub struct ImageArgs {
     /// How the visibility noise is set.
     #[arg(long, value_enum, default_value_t = NoiseArg::Auto)]
     pub noise: NoiseArg,
-    /// Weight of the likelihood score (1 = the Bayesian posterior).
-    #[arg(long, default_value_t = 1.0)]
-    pub alpha: f32,
-    /// Langevin corrector signal-to-noise ratio (0 = no corrector).
-    #[arg(long, default_value_t = 0.0)]
-    pub corrector_snr: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Output prefix. Default: the MS name.
     #[arg(long, value_parser = super::common::output_name)]
     pub name: Option<String>,
     #[command(flatten)]
     pub selection: SelectionArgs,
-    /// NUFFT accuracy.
-    #[arg(long, default_value_t = 1e-5)]
-    pub epsilon: f64,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// Threads (default: all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
     /// Write the results even when the fit is poor (reduced χ² above 100 or not finite).
     #[arg(long)]
     pub allow_poor_fit: bool,
@@ -225,6 +197,10 @@ pub struct ImageArgs {
     /// available now; a larger --batch is refused before anything is allocated.
     #[arg(long, value_parser = super::common::memory_size)]
     pub max_memory: Option<u64>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 impl ImageArgs {
@@ -272,8 +248,8 @@ pub(crate) fn merge_by_frequency(chunks: Vec<VisChunk>) -> Vec<VisChunk> {
 pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     super::prior::tune_malloc();
-    set_threads(args.threads)?;
-    if args.samples == 0 || args.steps == 0 {
+    set_threads(args.compute.threads)?;
+    if args.samples == 0 || args.sampling.steps == 0 {
         bail!("--samples and --steps must be at least 1");
     }
     let dev = device(args.device)?;
@@ -284,8 +260,8 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     let side = model.image_size();
     check_network_batch(
         &model.config().network,
-        args.batch.min(args.samples),
-        args.method == MethodArg::Dps,
+        args.sampling.batch_for(args.samples),
+        args.sampling.method == MethodArg::Dps,
         args.max_memory,
     )?;
     let selection = args.selection.to_selection()?;
@@ -302,7 +278,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
     };
     let geometry = ImageGeometry::new(side, side, scale, scale)?;
     let nufft_opts = NufftOptions {
-        epsilon: args.epsilon,
+        epsilon: args.compute.epsilon,
         ..Default::default()
     };
 
@@ -313,20 +289,16 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             args.data
         );
     }
-    if closures && args.method == MethodArg::Cla {
+    if closures && args.sampling.method == MethodArg::Cla {
         eprintln!("closure likelihood: sampling with DPS (the convolved approximation needs a linear-Gaussian likelihood)");
     }
     let opts = PosteriorOptions {
-        method: match args.method {
-            MethodArg::Cla if !closures => Method::Cla,
-            _ => Method::Dps,
+        method: if closures {
+            Method::Dps
+        } else {
+            args.sampling.method.into()
         },
-        n_samples: args.samples,
-        steps: args.steps,
-        batch: args.batch,
-        seed: args.seed,
-        alpha: args.alpha,
-        corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
+        ..args.sampling.options(args.samples)
     };
     // Self-calibration rounds: a posterior (at most 16 samples) gives a model, station gains
     // are solved against it and divided out, and the next round images the corrected data.
@@ -431,8 +403,12 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         .map(|cb| beam_significance(&phys, samples.len(), &geometry, &cb.pixel_beam));
 
     // Where the samples sit among the images the prior was made for (Feng et al. 2023).
-    let prior_check =
-        super::prior_check::prior_check(model_prior, args.prior.as_deref(), &diffuse, args.seed)?;
+    let prior_check = super::prior_check::prior_check(
+        model_prior,
+        args.prior.as_deref(),
+        &diffuse,
+        args.sampling.seed,
+    )?;
     drop(diffuse);
 
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
@@ -444,9 +420,12 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             HeaderValue::Str(format!("{:?}", opts.method).to_uppercase()),
         ),
         ("NSAMPLES".into(), HeaderValue::I64(samples.len() as i64)),
-        ("NSTEPS".into(), HeaderValue::I64(args.steps as i64)),
-        ("SEED".into(), HeaderValue::I64(args.seed as i64)),
-        ("ALPHA".into(), HeaderValue::F64(args.alpha as f64)),
+        (
+            "NSTEPS".into(),
+            HeaderValue::I64(args.sampling.steps as i64),
+        ),
+        ("SEED".into(), HeaderValue::I64(args.sampling.seed as i64)),
+        ("ALPHA".into(), HeaderValue::F64(args.sampling.alpha as f64)),
         ("FLUXSCL".into(), HeaderValue::F64(flux_scale)),
         ("NOISEFAC".into(), HeaderValue::F64(factor)),
     ];
@@ -518,7 +497,7 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         "  {} samples of {side}×{side} pixels of {} ({} steps, {:?}), {:.1} s sampling",
         samples.len(),
         format_angle(scale),
-        args.steps,
+        args.sampling.steps,
         opts.method,
         t_sample.as_secs_f64()
     );
@@ -603,11 +582,11 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
             format!(
                 "{} samples, {} steps, {:?}, {:?} likelihood, α = {}, seed {}",
                 samples.len(),
-                args.steps,
+                args.sampling.steps,
                 opts.method,
                 likelihood,
-                args.alpha,
-                args.seed
+                args.sampling.alpha,
+                args.sampling.seed
             ),
         ),
         (
@@ -712,9 +691,9 @@ pub fn run(args: ImageArgs) -> anyhow::Result<()> {
         "method": format!("{:?}", opts.method).to_lowercase(),
         "likelihood": format!("{likelihood:?}").to_lowercase(),
         "samples": samples.len(),
-        "steps": args.steps,
-        "seed": args.seed,
-        "alpha": args.alpha,
+        "steps": args.sampling.steps,
+        "seed": args.sampling.seed,
+        "alpha": args.sampling.alpha,
         "image_size": side,
         "pixel_arcsec": asec(scale),
         "flux_scale_jy_per_pixel": flux_scale,
@@ -905,7 +884,7 @@ fn posterior_pass(
         match args.flux_scale {
             Some(f) => f,
             None if closure_total.is_some() => {
-                prior_flux_scale(model, closure_total.unwrap_or(1.0), args.seed)?
+                prior_flux_scale(model, closure_total.unwrap_or(1.0), args.sampling.seed)?
             }
             None if diffuse_peak > 0.0 => diffuse_peak as f64,
             None => bail!(
@@ -914,8 +893,8 @@ fn posterior_pass(
         ),
         };
 
-    let batches = args.samples.div_ceil(args.batch.max(1));
-    let bar = ProgressBar::new((batches * args.steps) as u64).with_style(
+    let batches = args.samples.div_ceil(args.sampling.batch_for(args.samples));
+    let bar = ProgressBar::new((batches * args.sampling.steps) as u64).with_style(
         ProgressStyle::with_template(
             "{msg:>10} [{bar:40}] {pos}/{len} steps ({per_sec}, eta {eta})",
         )
@@ -1015,7 +994,7 @@ fn posterior_pass(
             lik.inflate_gamma(&grid.gamma_factors())?;
             let lik = CompactMarginal::new(lik, compact_px.clone())?;
             (
-                sample_sky(model, &lik, opts, &bar, args.seed)?,
+                sample_sky(model, &lik, opts, &bar, args.sampling.seed)?,
                 grid.n_cells(),
             )
         }
@@ -1030,7 +1009,10 @@ fn posterior_pass(
             let mut lik = GaussianLikelihood::new(op, y_vis.clone(), &sigma_vis)?;
             lik.inflate_gamma(&vis_gamma_factors(c, &geometry))?;
             let lik = CompactMarginal::new(lik, compact_px.clone())?;
-            (sample_sky(model, &lik, opts, &bar, args.seed)?, n_usable)
+            (
+                sample_sky(model, &lik, opts, &bar, args.sampling.seed)?,
+                n_usable,
+            )
         }
     };
     let SkyDraws {

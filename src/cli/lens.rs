@@ -5,6 +5,7 @@
 //! The helpers are public so that integration tests check the same data handling the command
 //! uses (conventions of autolens' datasets: see [`crate::operator::lens::autolens`]).
 
+use super::common::SamplingArgs;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,7 +13,6 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::image::MethodArg;
 use super::prior::{device, DeviceArg};
 use crate::io::{
     read_image, write_atomic, write_cube, write_image, CubeAxis, HeaderValue, SkyHeader,
@@ -22,7 +22,7 @@ use crate::operator::lens::autolens::{read_lens_file, render_light, LensSystem};
 use crate::operator::lens::{ImageGrid, Lens, LensOptions, Psf, SourceGrid};
 use crate::operator::{Compose, ForwardOperator, ImageGeometry, Nufft, NufftOptions, Scaled};
 use crate::prior::{default_prior, ScoreModel};
-use crate::sample::posterior::{sample_posterior, Method, PosteriorOptions};
+use crate::sample::posterior::{sample_posterior, PosteriorOptions};
 
 const ARCSEC: f64 = std::f64::consts::PI / 180.0 / 3600.0;
 
@@ -85,26 +85,13 @@ pub struct LensArgs {
     pub prior: Option<PathBuf>,
     #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
     pub samples: usize,
-    #[arg(long, default_value_t = 300, value_parser = super::common::at_least_one)]
-    pub steps: usize,
-    #[arg(long, default_value_t = 16, value_parser = super::common::at_least_one)]
-    pub batch: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long, value_enum, default_value = "cla")]
-    pub method: MethodArg,
-    /// Weight of the likelihood score (1 = the Bayesian posterior; other values are for
-    /// diagnosis and are recorded in the summary).
-    #[arg(long, default_value_t = 1.0)]
-    pub alpha: f32,
-    /// Langevin corrector signal-to-noise ratio (0 = no corrector).
-    #[arg(long, default_value_t = 0.0)]
-    pub corrector_snr: f64,
     #[arg(long, value_enum, default_value = "cpu")]
     pub device: DeviceArg,
     /// Output prefix: NAME-samples.fits, -mean, -std, -model, -residual, -summary.json, -report.html.
     #[arg(long, value_parser = super::common::output_name)]
     pub name: String,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 /// An image dataset.
@@ -580,16 +567,16 @@ pub struct LensSummary {
 pub fn run(args: LensArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     super::prior::tune_malloc();
-    if args.samples == 0 || args.steps == 0 {
+    if args.samples == 0 || args.sampling.steps == 0 {
         bail!("--samples and --steps must be at least 1");
     }
-    if !(args.alpha.is_finite() && args.alpha > 0.0) {
-        bail!("--alpha must be positive, got {}", args.alpha);
+    if !(args.sampling.alpha.is_finite() && args.sampling.alpha > 0.0) {
+        bail!("--alpha must be positive, got {}", args.sampling.alpha);
     }
-    if !(args.corrector_snr.is_finite() && args.corrector_snr >= 0.0) {
+    if !(args.sampling.corrector_snr.is_finite() && args.sampling.corrector_snr >= 0.0) {
         bail!(
             "--corrector-snr must be 0 or positive, got {}",
-            args.corrector_snr
+            args.sampling.corrector_snr
         );
     }
     if args.mask != "auto" && args.mask != "all" {
@@ -642,19 +629,8 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
         out("model")?,
         out("residual")?,
     ];
-    let opts = PosteriorOptions {
-        method: match args.method {
-            MethodArg::Cla => Method::Cla,
-            MethodArg::Dps => Method::Dps,
-        },
-        n_samples: args.samples,
-        steps: args.steps,
-        batch: args.batch,
-        seed: args.seed,
-        alpha: args.alpha,
-        corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
-    };
-    let batches = args.samples.div_ceil(args.batch.max(1));
+    let opts = args.sampling.options(args.samples);
+    let batches = args.samples.div_ceil(args.sampling.batch_for(args.samples));
     let fit = match &args.uv {
         None => fit_imaging(&args, &sys, &model, side, centre, &opts)?,
         Some(uv) => fit_visibilities(&args, uv, &sys, &model, side, centre, &opts)?,
@@ -702,7 +678,7 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
         ("SRCX".into(), HeaderValue::F64(source.centre[0])),
         ("SRCY".into(), HeaderValue::F64(source.centre[1])),
         ("NSAMPLE".into(), HeaderValue::I64(n as i64)),
-        ("SEED".into(), HeaderValue::I64(args.seed as i64)),
+        ("SEED".into(), HeaderValue::I64(args.sampling.seed as i64)),
         (
             "COMMENT".into(),
             HeaderValue::Str("source plane; axes are arcsec offsets, not sky positions".into()),
@@ -728,10 +704,10 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
         source_centre_arcsec: source.centre,
         image_pixel_scale_arcsec: image_grid.pixel_scale,
         gamma_inflation,
-        alpha: args.alpha,
-        corrector_snr: args.corrector_snr,
+        alpha: args.sampling.alpha,
+        corrector_snr: args.sampling.corrector_snr,
         samples: n,
-        steps: args.steps,
+        steps: args.sampling.steps,
         prior: args
             .prior
             .as_ref()
@@ -775,7 +751,10 @@ pub fn run(args: LensArgs) -> anyhow::Result<()> {
                     source.scale, source.centre[0], source.centre[1]
                 ),
             ),
-            ("samples × steps".into(), format!("{n} × {}", args.steps)),
+            (
+                "samples × steps".into(),
+                format!("{n} × {}", args.sampling.steps),
+            ),
             (
                 "time".into(),
                 format!("{:.1} s", start.elapsed().as_secs_f64()),
@@ -976,7 +955,7 @@ fn fit_visibilities(
     let n2 = (args.image_size as f64).powi(2);
     let s2 = (args.supersample as f64).powi(2);
     super::common::check_memory(
-        n2 * (64.0 * s2 + 64.0 + 16.0 * args.batch as f64),
+        n2 * (64.0 * s2 + 64.0 + 16.0 * args.sampling.batch_for(args.samples) as f64),
         &format!("an image plane of {0}×{0} pixels", args.image_size),
         args.max_memory,
     )?;

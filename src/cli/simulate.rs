@@ -1,6 +1,7 @@
 //! `interf-image simulate`: a new Measurement Set with the uv coverage, frequencies and metadata
 //! of an existing one, and DATA = A·truth + noise.
 
+use super::common::ComputeArgs;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -48,12 +49,8 @@ pub struct SimulateArgs {
     /// Channel range START END to simulate (END exclusive); other channels are flagged.
     #[arg(long, num_args = 2, value_names = ["START", "END"])]
     pub channels: Option<Vec<usize>>,
-    /// Accuracy of the degridding (relative to a direct Fourier transform).
-    #[arg(long, default_value_t = 1e-6)]
-    pub epsilon: f64,
-    /// Threads (default: all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 /// The truth on the operator's pixel grid: `[iy][ix]`, RA growing to the left, Dec upwards,
@@ -205,12 +202,9 @@ fn separation(ra1: f64, dec1: f64, ra2: f64, dec2: f64) -> f64 {
 
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     let start = Instant::now();
-    set_threads(args.threads)?;
+    set_threads(args.compute.threads)?;
     if !(args.noise.is_finite() && args.noise >= 0.0) {
         bail!("--noise must be a σ ≥ 0 in Jy, got {}", args.noise);
-    }
-    if !(args.epsilon.is_finite() && (1e-7..=1e-1).contains(&args.epsilon)) {
-        bail!("--epsilon must be in 1e-7 … 1e-1, got {}", args.epsilon);
     }
     // The writer refuses an existing --out or one inside --like; this also catches the truth
     // image under any spelling.
@@ -269,7 +263,7 @@ pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
     );
     bar.set_message("simulating");
     let opts = NufftOptions {
-        epsilon: args.epsilon,
+        epsilon: args.compute.epsilon,
         ..Default::default()
     };
     let model = |m: &VisChunkMeta| -> anyhow::Result<StokesModel> {

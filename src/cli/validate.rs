@@ -3,6 +3,7 @@
 //! noise, samples every posterior, and reports TARP coverage, per-pixel interval coverage,
 //! reduced χ² and errors (HTML + PNG + JSON + FITS cubes).
 
+use super::common::{ComputeArgs, SamplingArgs};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -24,7 +25,7 @@ use crate::io::{write_cube, CubeAxis, HeaderValue};
 use crate::operator::{ImageGeometry, Nufft, NufftOptions};
 use crate::prior::{default_prior, ScoreModel};
 use crate::report::validate::{write_validate_report, ValidateReport};
-use crate::sample::posterior::Method;
+use crate::sample::posterior::PosteriorOptions;
 use crate::validate::truths::{self, TruthScaling};
 use crate::validate::{validate, BaselineFn, BaselineImage, ValidateOptions};
 use ms_io::{VisChunk, VisFile};
@@ -72,25 +73,9 @@ pub struct ValidateArgs {
     /// Prior checkpoint folder. Default: the built-in prior.
     #[arg(long)]
     pub prior: Option<PathBuf>,
-    /// Reverse-diffusion steps of the posterior sampler.
-    #[arg(long, default_value_t = 300, value_parser = super::common::at_least_one)]
-    pub steps: usize,
     /// Steps for drawing truths from the prior. Default: --steps.
     #[arg(long)]
     pub prior_steps: Option<usize>,
-    /// Chains per network batch (chains of several truths share a batch).
-    #[arg(long, default_value_t = 64, value_parser = super::common::at_least_one)]
-    pub batch: usize,
-    #[arg(long, value_enum, default_value_t = MethodArg::Cla)]
-    pub method: MethodArg,
-    /// Weight of the likelihood score (1 = the Bayesian posterior).
-    #[arg(long, default_value_t = 1.0)]
-    pub alpha: f32,
-    /// Langevin corrector signal-to-noise ratio (0 = no corrector).
-    #[arg(long, default_value_t = 0.0)]
-    pub corrector_snr: f64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Pixel size (0.5asec, …). Default: a third of the theoretical beam, as `image`.
     #[arg(long)]
     pub scale: Option<String>,
@@ -112,14 +97,8 @@ pub struct ValidateArgs {
     pub panels: usize,
     #[command(flatten)]
     pub selection: SelectionArgs,
-    /// NUFFT accuracy.
-    #[arg(long, default_value_t = 1e-5)]
-    pub epsilon: f64,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
-    /// Threads (default: all cores).
-    #[arg(long, default_value_t = 0)]
-    pub threads: usize,
     /// Write the results even when the median truth's fit is poor (reduced χ² above 100 or
     /// not finite).
     #[arg(long)]
@@ -128,6 +107,10 @@ pub struct ValidateArgs {
     /// available now; a larger --batch is refused before anything is allocated.
     #[arg(long, value_parser = super::common::memory_size)]
     pub max_memory: Option<u64>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub compute: ComputeArgs,
 }
 
 fn bar(len: u64, msg: &'static str) -> ProgressBar {
@@ -145,12 +128,12 @@ fn bar(len: u64, msg: &'static str) -> ProgressBar {
 pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     super::prior::tune_malloc();
-    set_threads(args.threads)?;
+    set_threads(args.compute.threads)?;
     if args.n == 0 {
         bail!("--n must be at least 1");
     }
-    if args.samples < 2 || args.steps == 0 || args.batch == 0 {
-        bail!("--samples must be at least 2, --steps and --batch at least 1");
+    if args.samples < 2 {
+        bail!("--samples must be at least 2");
     }
     if !(args.noise > 0.0 && args.noise.is_finite()) {
         bail!("--noise must be a positive σ in Jy, got {}", args.noise);
@@ -205,10 +188,11 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     };
     let side = model.image_size();
     // Chains of several truths share a batch; the truths are drawn (forward only) in batches too.
+    let batch = args.sampling.batch_for(args.n * args.samples);
     check_network_batch(
         &model.config().network,
-        args.batch.min(args.n * args.samples),
-        args.method == MethodArg::Dps,
+        batch,
+        args.sampling.method == MethodArg::Dps,
         args.max_memory,
     )?;
     let selection = args.selection.to_selection()?;
@@ -231,7 +215,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     };
     let geometry = ImageGeometry::new(side, side, scale, scale)?;
     let nufft_opts = NufftOptions {
-        epsilon: args.epsilon,
+        epsilon: args.compute.epsilon,
         ..Default::default()
     };
     let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
@@ -259,7 +243,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
                         t.len(),
                         which,
                         args.n,
-                        args.seed,
+                        args.sampling.seed,
                     )?;
                     t = idx.iter().map(|&i| std::mem::take(&mut t[i])).collect();
                     truth_indices = Some(idx);
@@ -268,14 +252,17 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
             t
         }
         None => {
-            let steps = args.prior_steps.unwrap_or(args.steps);
-            let b = bar((args.n.div_ceil(args.batch) * steps) as u64, "truths");
+            let steps = args.prior_steps.unwrap_or(args.sampling.steps);
+            let b = bar(
+                (args.n.div_ceil(batch) * steps) as u64,
+                "truths",
+            );
             let t = truths::from_prior(
                 &model,
                 args.n,
                 steps,
-                args.batch,
-                args.seed ^ 0x7247,
+                batch,
+                args.sampling.seed ^ 0x7247,
                 &super::interrupt::Terminal::bar(&b),
             )?;
             b.finish_and_clear();
@@ -285,23 +272,17 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     let n = truths.len();
 
     let opts = ValidateOptions {
-        method: match args.method {
-            MethodArg::Cla => Method::Cla,
-            MethodArg::Dps => Method::Dps,
+        posterior: PosteriorOptions {
+            batch,
+            ..args.sampling.options(args.samples)
         },
-        samples: args.samples,
-        steps: args.steps,
-        batch: args.batch,
-        seed: args.seed,
-        alpha: args.alpha,
-        corrector: (args.corrector_snr > 0.0).then_some((args.corrector_snr, 1)),
         flux_scale: args.flux_scale as f32,
         sigma: args.noise as f32,
         gamma_factors: Some(vis_gamma_factors(c, &geometry)),
         n_bootstrap: args.bootstrap,
     };
     let b = bar(
-        ((n * args.samples).div_ceil(args.batch) * args.steps) as u64,
+        ((n * args.samples).div_ceil(batch) * args.sampling.steps) as u64,
         "sampling",
     );
     let t_sample = Instant::now();
@@ -420,9 +401,12 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     header.extra = vec![
         ("PRIOR".into(), HeaderValue::Str(prior_name.clone())),
         ("NSAMPLES".into(), HeaderValue::I64(args.samples as i64)),
-        ("NSTEPS".into(), HeaderValue::I64(args.steps as i64)),
-        ("SEED".into(), HeaderValue::I64(args.seed as i64)),
-        ("ALPHA".into(), HeaderValue::F64(args.alpha as f64)),
+        (
+            "NSTEPS".into(),
+            HeaderValue::I64(args.sampling.steps as i64),
+        ),
+        ("SEED".into(), HeaderValue::I64(args.sampling.seed as i64)),
+        ("ALPHA".into(), HeaderValue::F64(args.sampling.alpha as f64)),
         ("FLUXSCL".into(), HeaderValue::F64(args.flux_scale)),
         ("NOISE".into(), HeaderValue::F64(args.noise)),
     ];
@@ -452,10 +436,10 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         "truths": truth_desc,
         "prior": prior_name,
         "settings": {
-            "n": n, "samples": args.samples, "steps": args.steps, "method": format!("{:?}", opts.method),
-            "alpha": args.alpha, "corrector_snr": args.corrector_snr, "seed": args.seed,
+            "n": n, "samples": args.samples, "steps": args.sampling.steps, "method": format!("{:?}", opts.posterior.method),
+            "alpha": args.sampling.alpha, "corrector_snr": args.sampling.corrector_snr, "seed": args.sampling.seed,
             "noise_jy": args.noise, "flux_scale_jy_per_pixel": args.flux_scale,
-            "pixel_arcsec": asec, "image_size": side, "batch": args.batch,
+            "pixel_arcsec": asec, "image_size": side, "batch": args.sampling.batch,
         },
         "tarp": t,
         "summary": s,
@@ -483,7 +467,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
             "Sampling".into(),
             format!(
                 "{} samples per truth, {} steps, {:?}, α = {}, corrector snr {}, seed {}",
-                args.samples, args.steps, opts.method, args.alpha, args.corrector_snr, args.seed
+                args.samples, args.sampling.steps, opts.posterior.method, args.sampling.alpha, args.sampling.corrector_snr, args.sampling.seed
             ),
         ),
         (

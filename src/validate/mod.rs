@@ -22,7 +22,7 @@ use crate::likelihood::{GaussianLikelihood, LikelihoodError};
 use crate::observe::Observer;
 use crate::operator::{ForwardOperator, Scaled};
 use crate::sample::posterior::{sample_many, PosteriorOptions};
-use crate::sample::posterior::{Method, PriorScore};
+use crate::sample::posterior::PriorScore;
 use stats::{mean_std, pixel_coverage, quantile, rmse, Coverage};
 use tarp::{reference_points, tarp_from_ranks, tarp_rank, Tarp};
 
@@ -67,14 +67,9 @@ impl<A: ForwardOperator + ?Sized> ForwardOperator for Shared<'_, A> {
 
 #[derive(Debug, Clone)]
 pub struct ValidateOptions {
-    pub method: Method,
-    pub samples: usize,
-    pub steps: usize,
-    /// Chains per network batch (chains of several truths share a batch).
-    pub batch: usize,
-    pub seed: u64,
-    pub alpha: f32,
-    pub corrector: Option<(f64, usize)>,
+    /// The sampler: `n_samples` per truth; chains of several truths share a batch. Its seed
+    /// also seeds the simulated noise, TARP's reference points and the bootstrap.
+    pub posterior: PosteriorOptions,
     /// Jy/pixel of a prior image value of 1.
     pub flux_scale: f32,
     /// Noise σ per real datum (Jy per visibility component).
@@ -187,7 +182,7 @@ where
             "the operator's image is {ny}×{nx} but the prior works on {side}×{side}"
         )));
     }
-    if truths.is_empty() || opts.samples < 2 || opts.steps == 0 {
+    if truths.is_empty() || opts.posterior.n_samples < 2 || opts.posterior.steps == 0 {
         return Err(ValidateError::Input(
             "need at least one truth, two samples per truth and one step".into(),
         ));
@@ -210,7 +205,7 @@ where
     let sigma = vec![opts.sigma; m];
     let scale = opts.flux_scale;
     // Noise has its own stream so that changing the sampler settings keeps the data fixed.
-    let mut noise_rng = StdRng::seed_from_u64(opts.seed ^ 0x5EED_DA7A);
+    let mut noise_rng = StdRng::seed_from_u64(opts.posterior.seed ^ 0x5EED_DA7A);
     let mut liks = Vec::with_capacity(truths.len());
     let mut data = Vec::with_capacity(truths.len());
     for t in truths {
@@ -235,27 +230,19 @@ where
         data.push(y);
     }
     let truth_refs: Vec<&[f32]> = truths.iter().map(|t| t.as_slice()).collect();
-    let references = reference_points(&truth_refs, opts.seed ^ 0x7A49);
-    let mut rank_rng = StdRng::seed_from_u64(opts.seed ^ 0x4A4E);
+    let references = reference_points(&truth_refs, opts.posterior.seed ^ 0x7A49);
+    let mut rank_rng = StdRng::seed_from_u64(opts.posterior.seed ^ 0x4A4E);
 
-    let popts = PosteriorOptions {
-        method: opts.method,
-        n_samples: opts.samples,
-        steps: opts.steps,
-        batch: opts.batch,
-        seed: opts.seed,
-        alpha: opts.alpha,
-        corrector: opts.corrector,
-    };
+    let popts = &opts.posterior;
     let lik_refs: Vec<_> = liks.iter().collect();
     let mut pending: HashMap<usize, Vec<f32>> = HashMap::new();
     let mut results: Vec<TruthResult> = Vec::with_capacity(truths.len());
-    sample_many(model, &lik_refs, &popts, obs, |set, j, img| {
+    sample_many(model, &lik_refs, popts, obs, |set, j, img| {
         let buf = pending
             .entry(set)
-            .or_insert_with(|| Vec::with_capacity(opts.samples * npix));
+            .or_insert_with(|| Vec::with_capacity(opts.posterior.n_samples * npix));
         buf.extend_from_slice(&img);
-        if j + 1 < opts.samples {
+        if j + 1 < opts.posterior.n_samples {
             return Ok(());
         }
         let samples = pending.remove(&set).unwrap_or_default();
@@ -305,8 +292,8 @@ where
     }
 
     let f: Vec<f64> = results.iter().map(|r| r.tarp_rank).collect();
-    let tarp = tarp_from_ranks(&f, 101, opts.n_bootstrap, opts.seed ^ 0xB007);
-    let summary = summarise(&results, opts.samples);
+    let tarp = tarp_from_ranks(&f, 101, opts.n_bootstrap, opts.posterior.seed ^ 0xB007);
+    let summary = summarise(&results, opts.posterior.n_samples);
     Ok(Validation {
         truths: results,
         tarp,
