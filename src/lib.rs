@@ -10,6 +10,7 @@ pub mod io;
 pub mod likelihood;
 pub mod observe;
 pub mod operator;
+pub mod pipeline;
 pub mod prior;
 pub mod report;
 pub mod sample;

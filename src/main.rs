@@ -6,7 +6,7 @@ fn main() -> ExitCode {
     let cli = interf_image::cli::Cli::parse();
     match interf_image::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) if e.is::<interf_image::cli::interrupt::Interrupted>() => {
+        Err(e) if interf_image::cli::interrupt::is_interrupted(&e) => {
             eprintln!("{e}");
             ExitCode::from(130)
         }

@@ -5,17 +5,17 @@ use std::path::Path;
 use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
-use ms_io::{
-    DataColumn, FieldSelector, MsError, MsInfo, Selection, VisChunk, VisChunks, VisSource,
+use ms_io::{DataColumn, FieldSelector, Selection, VisChunk, VisSource};
+
+pub use crate::pipeline::resources::{
+    check_field_of_view, check_memory, check_network_batch, format_angle, gridding_memory,
+    single_plane,
+};
+pub use crate::pipeline::vis::{
+    count_usable, freq_range, longest_baseline, open_selection, sky_header,
 };
 
-use crate::io::SkyHeader;
-
-const SPEED_OF_LIGHT: f64 = 299_792_458.0;
-
-/// Reads the selection chunk by chunk behind a progress bar. Autocorrelations are left out
-/// by the reader (and counted here, on stderr); a selection without any row is an error that
-/// says which fields hold data. `ms` is a Measurement Set or a UVFITS file ([`ms_io::VisFile`]).
+/// [`crate::pipeline::vis::read_vis`] behind a progress bar, Ctrl-C to stop.
 pub fn read_with_progress<V: VisSource + ?Sized>(
     ms: &V,
     sel: &Selection,
@@ -26,139 +26,9 @@ pub fn read_with_progress<V: VisSource + ?Sized>(
             .progress_chars("=> "),
     );
     bar.set_message("reading");
-    let mut chunks = Vec::new();
-    let mut iter = open_selection(ms, sel)?;
-    for chunk in iter.by_ref() {
-        let chunk = chunk?;
-        bar.inc(chunk.n_rows() as u64);
-        chunks.push(chunk);
-    }
+    let chunks = crate::pipeline::vis::read_vis(ms, sel, &super::interrupt::Terminal::bar(&bar));
     bar.finish_and_clear();
-    let autocorrelations = iter.autocorrelations();
-    if autocorrelations > 0 {
-        eprintln!(
-            "{}: left out {autocorrelations} autocorrelation rows (ANTENNA1 = ANTENNA2), as \
-             WSClean and CASA do",
-            ms.path().display()
-        );
-    }
-    if chunks.iter().all(|c| c.n_rows() == 0) {
-        let field = ms.resolve_field(sel)?;
-        let info = ms.info();
-        let rows = ms.rows_per_field()?;
-        let holding: Vec<String> = rows
-            .iter()
-            .enumerate()
-            .filter(|(_, &n)| n > 0)
-            .map(|(i, n)| format!("{i} '{}' ({n} rows)", info.fields[i].name))
-            .collect();
-        let why = if autocorrelations > 0 {
-            format!(
-                "its {autocorrelations} selected rows are all autocorrelations, which are never \
-                 imaged"
-            )
-        } else if rows.get(field) == Some(&0) {
-            "it has no rows in the main table".to_string()
-        } else {
-            "no row of it falls in the selected spectral windows".to_string()
-        };
-        bail!(
-            "{}: nothing to image in field {field} '{}': {why}; fields holding data: {} \
-             (choose one with --field)",
-            ms.path().display(),
-            info.fields[field].name,
-            if holding.is_empty() {
-                "none".to_string()
-            } else {
-                holding.join(", ")
-            }
-        );
-    }
-    Ok(chunks)
-}
-
-/// The reader of `sel` in `ms`: a selection the MS cannot satisfy (a spectral window,
-/// channel range, field or data column it does not have) is an error that names the option
-/// to change.
-pub fn open_selection<'a, V: VisSource + ?Sized>(
-    ms: &'a V,
-    sel: &Selection,
-) -> anyhow::Result<VisChunks<'a>> {
-    ms.vis_chunks(sel).map_err(|e| {
-        let option = match &e {
-            MsError::SpwOutOfRange { .. } => Some("--spw"),
-            MsError::BadChannelRange { .. } => Some("--channels"),
-            MsError::UnknownField { .. } => Some("--field"),
-            MsError::MissingColumn { table, .. } if table == "MAIN" => Some("--column"),
-            MsError::NoRows { .. } if sel.spws.as_ref().is_some_and(|v| v.is_empty()) => {
-                Some("--spw")
-            }
-            _ => None,
-        };
-        match option {
-            Some(o) => anyhow::Error::new(e).context(o),
-            None => anyhow::Error::new(e),
-        }
-    })
-}
-
-/// Usable samples (weight > 0); an error naming the MS when there are none, or when none of
-/// them has a non-zero uv length (all-zero UVW or zero frequencies: no image can be made, and
-/// the default pixel scale would be infinite).
-pub fn count_usable(chunks: &[VisChunk], vis: &Path) -> anyhow::Result<usize> {
-    let n: usize = chunks
-        .iter()
-        .map(|c| c.weight.iter().filter(|&&w| w > 0.0).count())
-        .sum();
-    if n == 0 {
-        bail!(
-            "{}: every selected visibility is flagged or has zero weight",
-            vis.display()
-        );
-    }
-    if longest_baseline(chunks) == 0.0 {
-        let freq_zero = chunks
-            .iter()
-            .all(|c| c.freq.iter().all(|&f| f == 0.0 || !f.is_finite()));
-        let uvw_zero = chunks
-            .iter()
-            .all(|c| c.uvw.iter().all(|u| u[0] == 0.0 && u[1] == 0.0));
-        let why = match (freq_zero, uvw_zero) {
-            (true, _) => "the selected channels have frequency 0 Hz (SPECTRAL_WINDOW CHAN_FREQ)",
-            (false, true) => "UVW is zero (u = v = 0) on every selected row",
-            _ => "every usable visibility has u = v = 0",
-        };
-        bail!(
-            "{}: {why}: the data hold no baseline, so no image can be made from them",
-            vis.display()
-        );
-    }
-    Ok(n)
-}
-
-/// Lowest and highest selected frequency.
-pub fn freq_range(chunks: &[VisChunk]) -> (f64, f64) {
-    chunks
-        .iter()
-        .flat_map(|c| c.freq.iter())
-        .fold((f64::INFINITY, 0.0f64), |(a, b), &f| (a.min(f), b.max(f)))
-}
-
-/// Longest projected baseline with a usable sample, in wavelengths.
-pub fn longest_baseline(chunks: &[VisChunk]) -> f64 {
-    let mut max = 0.0f64;
-    for c in chunks {
-        let fmax = c.freq.iter().cloned().fold(0.0, f64::max);
-        for (r, uvw) in c.uvw.iter().enumerate() {
-            let used = c.weight[r * c.n_chan()..(r + 1) * c.n_chan()]
-                .iter()
-                .any(|&w| w > 0.0);
-            if used {
-                max = max.max((uvw[0] * uvw[0] + uvw[1] * uvw[1]).sqrt() * fmax / SPEED_OF_LIGHT);
-            }
-        }
-    }
-    max
+    Ok(chunks?)
 }
 
 /// `NAME` for outputs when the user gave none: the MS name without `.ms`.
@@ -172,35 +42,6 @@ pub fn default_name(vis: &Path) -> String {
         .find_map(|ext| stem.strip_suffix(ext))
         .unwrap_or(&stem)
         .to_string()
-}
-
-/// The FITS header of an image of `field_id` made from `chunks` with square pixels `scale` (rad).
-pub fn sky_header(
-    info: &MsInfo,
-    field_id: usize,
-    chunks: &[VisChunk],
-    scale: f64,
-    bunit: &str,
-) -> SkyHeader {
-    let field = &info.fields[field_id];
-    let (fmin, fmax) = freq_range(chunks);
-    // Precessed at the observation's epoch, as casacore (and so WSClean) does.
-    let j2000 = field.phase_dir.to_j2000_at(info.time_range.0 / 86400.0);
-    SkyHeader {
-        ra_deg: j2000.ra.to_degrees().rem_euclid(360.0),
-        dec_deg: j2000.dec.to_degrees(),
-        cell_x_deg: scale.to_degrees(),
-        cell_y_deg: scale.to_degrees(),
-        freq_hz: 0.5 * (fmin + fmax),
-        bandwidth_hz: (fmax - fmin).max(1.0),
-        bunit: bunit.into(),
-        beam: None,
-        date_obs: Some(mjd_seconds_to_iso(info.time_range.0)),
-        telescope: Some(info.telescope.clone()),
-        object: Some(field.name.clone()),
-        observer: Some(info.observer.clone()),
-        extra: Vec::new(),
-    }
 }
 
 /// Parses an angle the way WSClean's `-scale` does: a number with a unit `masec`, `asec`,
@@ -310,36 +151,10 @@ pub fn set_threads(n: usize) -> anyhow::Result<()> {
 // The output policy lives in `outputs`; re-exported here, where every command imports from.
 pub use super::outputs::{check_checkpoint_dir, check_output, check_outputs, output_path};
 
-/// MJD seconds (casacore's TIME) to an ISO 8601 date-time, as DATE-OBS wants it.
-pub fn mjd_seconds_to_iso(t: f64) -> String {
-    // Days since 1970-01-01 (MJD 40587), then the civil-from-days algorithm.
-    let secs = t - 40587.0 * 86400.0;
-    let days = (secs / 86400.0).floor();
-    let mut sod = secs - days * 86400.0;
-    if sod >= 86400.0 {
-        sod = 86399.999;
-    }
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    let h = (sod / 3600.0).floor();
-    let mi = ((sod - h * 3600.0) / 60.0).floor();
-    let s = sod - h * 3600.0 - mi * 60.0;
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:06.3}",
-        h as u32, mi as u32, s
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::vis::mjd_seconds_to_iso;
 
     #[test]
     fn angles_in_wsclean_units() {
@@ -689,27 +504,6 @@ pub fn rank_filter_level(s: &str) -> Result<f64, String> {
     Ok(v)
 }
 
-/// Bytes of memory the system can still give without swapping (`MemAvailable` of
-/// /proc/meminfo), or `None` where it cannot be read.
-pub fn available_memory() -> Option<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
-}
-
-/// Bytes in a human unit, for messages.
-pub fn human_bytes(b: f64) -> String {
-    let units = ["B", "KB", "MB", "GB", "TB", "PB"];
-    let mut v = b;
-    let mut u = 0;
-    while v >= 1000.0 && u + 1 < units.len() {
-        v /= 1000.0;
-        u += 1;
-    }
-    format!("{v:.1} {}", units[u])
-}
-
 /// clap value parser of a memory size: bytes, or a number with KB, MB, GB or TB (powers of
 /// 1000; KiB, MiB, GiB, TiB for powers of 1024).
 pub fn memory_size(s: &str) -> Result<u64, String> {
@@ -740,154 +534,4 @@ pub fn memory_size(s: &str) -> Result<u64, String> {
         return Err(format!("'{s}' must be positive"));
     }
     Ok((v * mult) as u64)
-}
-
-/// Refuses a job whose largest buffers (`bytes`, an estimate made before anything is
-/// allocated) exceed the memory available (or `max_memory` when given): an allocation that
-/// fails aborts the process with no message that helps.
-pub fn check_memory(bytes: f64, what: &str, max_memory: Option<u64>) -> anyhow::Result<()> {
-    check_memory_or(bytes, what, "make the image smaller", max_memory)
-}
-
-/// [`check_memory`] with the advice to give (`"lower --batch"`, …) when the job is refused.
-pub fn check_memory_or(
-    bytes: f64,
-    what: &str,
-    advice: &str,
-    max_memory: Option<u64>,
-) -> anyhow::Result<()> {
-    let (limit, whence) = match max_memory {
-        Some(m) => (Some(m), "--max-memory"),
-        None => (available_memory(), "available memory (MemAvailable)"),
-    };
-    if let Some(limit) = limit {
-        if bytes > limit as f64 {
-            bail!(
-                "{what} needs about {} of memory, more than the {} of {whence}: {advice}, or \
-                 give --max-memory to allow more",
-                human_bytes(bytes),
-                human_bytes(limit as f64)
-            );
-        }
-    }
-    if bytes > 1e9 {
-        eprintln!("{what}: about {} of memory", human_bytes(bytes));
-    }
-    Ok(())
-}
-
-/// Refuses a network batch of `batch` images whose activations (one pass of the score network
-/// of `cfg`, with its gradient when `backward`: DPS, training) would not fit in memory, before
-/// the sampler allocates anything; the message says to lower `--batch`.
-pub fn check_network_batch(
-    cfg: &crate::prior::UNetConfig,
-    batch: usize,
-    backward: bool,
-    max_memory: Option<u64>,
-) -> anyhow::Result<()> {
-    check_memory_or(
-        cfg.activation_bytes(batch, backward),
-        &format!(
-            "a network batch of {batch} images of {s}×{s} pixels ({pass} pass, --batch {batch})",
-            s = cfg.image_size,
-            pass = if backward {
-                "forward and backward"
-            } else {
-                "forward"
-            }
-        ),
-        "lower --batch",
-        max_memory,
-    )
-}
-
-/// Estimate of the largest buffers of gridding an `nx × ny` image (dirty and PSF, or CLEAN):
-/// two uv grids of complex f64 at twice the image size (the NUFFT's oversampling), a handful
-/// of f64 and f32 images, and the weighting grid (padding² × the image, f64).
-pub fn gridding_memory(nx: usize, ny: usize, padding: f64, images: usize) -> f64 {
-    let px = nx as f64 * ny as f64;
-    px * (2.0 * 4.0 * 16.0 + images as f64 * 8.0 + 8.0 * padding * padding)
-}
-
-/// An angle (radians) in the unit that suits it: µas, mas, ″, ′ or °, four significant digits
-/// (VLBI pixels of 50 µas printed as "0.000″" said nothing).
-pub fn format_angle(rad: f64) -> String {
-    let deg = rad.to_degrees();
-    let a = deg.abs();
-    if a == 0.0 {
-        // An offset of nothing needs no unit hunt ("0 µas" read oddly for the phase centre).
-        return "0″".into();
-    }
-    let (v, unit) = if !a.is_finite() || a >= 1.0 {
-        (deg, "°")
-    } else if a >= 1.0 / 60.0 {
-        (deg * 60.0, "′")
-    } else if a >= 1.0 / 3600.0 {
-        (deg * 3600.0, "″")
-    } else if a >= 1e-3 / 3600.0 {
-        (deg * 3.6e6, " mas")
-    } else {
-        (deg * 3.6e9, " µas")
-    };
-    format!("{}{unit}", significant(v, 4))
-}
-
-/// `v` with `digits` significant digits, without an exponent.
-fn significant(v: f64, digits: i32) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return format!("{v}");
-    }
-    let mag = v.abs().log10().floor() as i32;
-    let decimals = (digits - 1 - mag).max(0) as usize;
-    format!("{v:.decimals$}")
-}
-
-/// Refuses an image smaller than half the resolution of the data (1 / longest baseline):
-/// every pixel would then see nearly the same value (a constant image), and CLEAN's beam
-/// would be wider than the image.
-pub fn check_field_of_view(nx: usize, ny: usize, scale: f64, longest: f64) -> anyhow::Result<()> {
-    let fov = scale * nx.max(ny) as f64;
-    let resolution = 1.0 / longest;
-    if fov < 0.5 * resolution {
-        bail!(
-            "the image spans {} ({}×{} pixels of {}), less than half the resolution of the \
-             data ({}, 1/longest baseline): every pixel would hold the same value; use a \
-             larger --scale or --size",
-            format_angle(fov),
-            nx,
-            ny,
-            format_angle(scale),
-            format_angle(resolution)
-        );
-    }
-    Ok(())
-}
-
-/// The one 2-D plane of a FITS image: refuses a 1-D array (a spectrum is not an image) and a
-/// cube with more than one plane (which plane was meant cannot be guessed); degenerate axes
-/// of length 1 (WSClean's FREQ and STOKES) are fine.
-pub fn single_plane(
-    img: &crate::io::FitsImage,
-    what: &str,
-) -> anyhow::Result<(usize, usize, Vec<f64>)> {
-    let shape = &img.shape;
-    let path = img.path.display();
-    if shape.len() < 2 {
-        bail!(
-            "{what} {path}: a {}-D array of shape {shape:?}, not a 2-D image",
-            shape.len()
-        );
-    }
-    let planes: usize = shape[..shape.len() - 2].iter().product();
-    if planes > 1 {
-        bail!(
-            "{what} {path}: a cube of {planes} planes (shape {shape:?}); give a single 2-D image \
-             (extract the plane you mean)"
-        );
-    }
-    let (ny, nx, data) = img.plane();
-    if ny == 0 || nx == 0 {
-        bail!("{what} {path}: the image is empty ({ny}×{nx} pixels)");
-    }
-    Ok((ny, nx, data))
 }

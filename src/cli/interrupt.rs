@@ -92,3 +92,12 @@ impl From<candle_core::Error> for InterruptedOr {
         Self(e.into())
     }
 }
+
+/// Whether an error of a command is a stop by Ctrl-C (exit status 130, no "error:").
+pub fn is_interrupted(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<Interrupted>()
+            || c.downcast_ref::<crate::pipeline::PipelineError>()
+                .is_some_and(|p| p.is_interrupted())
+    })
+}

@@ -253,10 +253,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         }
         None => {
             let steps = args.prior_steps.unwrap_or(args.sampling.steps);
-            let b = bar(
-                (args.n.div_ceil(batch) * steps) as u64,
-                "truths",
-            );
+            let b = bar((args.n.div_ceil(batch) * steps) as u64, "truths");
             let t = truths::from_prior(
                 &model,
                 args.n,

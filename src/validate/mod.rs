@@ -21,8 +21,8 @@ use thiserror::Error;
 use crate::likelihood::{GaussianLikelihood, LikelihoodError};
 use crate::observe::Observer;
 use crate::operator::{ForwardOperator, Scaled};
-use crate::sample::posterior::{sample_many, PosteriorOptions};
 use crate::sample::posterior::PriorScore;
+use crate::sample::posterior::{sample_many, PosteriorOptions};
 use stats::{mean_std, pixel_coverage, quantile, rmse, Coverage};
 use tarp::{reference_points, tarp_from_ranks, tarp_rank, Tarp};
 

@@ -1,0 +1,11 @@
+//! The pipeline layer: one function per job, each taking an options struct and an
+//! [`Observer`](crate::observe::Observer) and returning a result struct (arrays with their
+//! WCS header, χ², fluxes, timings). It prints nothing and writes nothing: the CLI parses,
+//! calls and writes; the Python module and MPI ranks call the same functions.
+
+#[macro_use]
+mod error;
+
+pub use error::{Context, PipelineError, Result};
+pub mod resources;
+pub mod vis;
