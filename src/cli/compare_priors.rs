@@ -16,13 +16,14 @@ use super::common::{
     check_output, check_outputs, count_usable, longest_baseline, parse_angle, read_with_progress,
     set_threads, SelectionArgs,
 };
-use super::image::{
-    merge_by_frequency, prior_flux_scale, shortest_baseline_flux, usable_data, vis_gamma_factors,
-};
 use super::prior::{device, load_prior, DeviceArg};
 use crate::imaging::estimate_noise;
 use crate::likelihood::GaussianLikelihood;
 use crate::operator::{ImageGeometry, Nufft, NufftOptions, Scaled};
+use crate::pipeline::image::prior_flux_scale;
+use crate::pipeline::vis::{
+    merge_by_frequency, shortest_baseline_flux, usable_data, vis_gamma_factors,
+};
 use crate::prior::ScoreModel;
 use crate::sample::evidence::{evidence, Evidence, EvidenceOptions};
 use ms_io::{VisChunk, VisFile};

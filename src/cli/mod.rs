@@ -14,7 +14,6 @@ mod outputs;
 
 pub use common::{open_selection, SelectionArgs};
 pub mod prior;
-mod prior_check;
 pub mod simulate;
 pub mod validate;
 

@@ -16,13 +16,13 @@ use super::common::{
     check_network_batch, check_outputs, count_usable, longest_baseline, output_path, parse_angle,
     read_with_progress, set_threads, sky_header, SelectionArgs,
 };
-use super::image::{merge_by_frequency, vis_gamma_factors, MethodArg};
 use super::interrupt::interrupted_or;
 use super::prior::{device, DeviceArg, SplitArg};
 use crate::imaging::beam::add_restored;
 use crate::imaging::{clean, CleanOptions, ImagingOptions, Weighting};
 use crate::io::{write_cube, CubeAxis, HeaderValue};
 use crate::operator::{ImageGeometry, Nufft, NufftOptions};
+use crate::pipeline::vis::{merge_by_frequency, vis_gamma_factors};
 use crate::prior::{default_prior, ScoreModel};
 use crate::report::validate::{write_validate_report, ValidateReport};
 use crate::sample::posterior::PosteriorOptions;
@@ -192,7 +192,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     check_network_batch(
         &model.config().network,
         batch,
-        args.sampling.method == MethodArg::Dps,
+        args.sampling.method == super::common::MethodArg::Dps,
         args.max_memory,
     )?;
     let selection = args.selection.to_selection()?;

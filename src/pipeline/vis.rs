@@ -5,6 +5,8 @@ use std::path::Path;
 
 use ms_io::{MsError, MsInfo, Selection, VisChunk, VisChunks, VisSource};
 
+use crate::operator::{cell_multiplicity, ImageGeometry};
+
 use super::{PipelineError, Result};
 use crate::io::SkyHeader;
 use crate::observe::{check, Observer};
@@ -212,4 +214,70 @@ pub fn mjd_seconds_to_iso(t: f64) -> String {
         "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:06.3}",
         h as u32, mi as u32, s
     )
+}
+
+/// Every usable visibility (weight > 0) as (re, im) and its σ per component, `√(factor/w)`.
+pub fn usable_data(c: &VisChunk, factor: f64) -> (Vec<f32>, Vec<f32>) {
+    let (mut y, mut sigma) = (Vec::new(), Vec::new());
+    for (v, &w) in c.vis.iter().zip(&c.weight).filter(|(_, &w)| w > 0.0) {
+        let s = (factor / w as f64).sqrt() as f32;
+        y.extend([v.re, v.im]);
+        sigma.extend([s, s]);
+    }
+    (y, sigma)
+}
+
+/// Chunks that share a frequency list become one, so that one NUFFT plan covers them.
+pub fn merge_by_frequency(chunks: Vec<VisChunk>) -> Vec<VisChunk> {
+    let mut out: Vec<VisChunk> = Vec::new();
+    for c in chunks {
+        match out.iter_mut().find(|o| o.freq == c.freq) {
+            Some(o) => {
+                o.uvw.extend(c.uvw);
+                o.antenna1.extend(c.antenna1);
+                o.antenna2.extend(c.antenna2);
+                o.time.extend(c.time);
+                o.vis.extend(c.vis);
+                o.weight.extend(c.weight);
+            }
+            None => out.push(c),
+        }
+    }
+    out
+}
+
+/// The median amplitude of the usable visibilities on the shortest 5 % of uv distances: the
+/// total flux of a source those baselines do not resolve.
+pub fn shortest_baseline_flux(c: &VisChunk) -> f64 {
+    let nc = c.n_chan();
+    let mut by_uv: Vec<(f64, f64)> = (0..c.vis.len())
+        .filter(|&k| c.weight[k] > 0.0)
+        .map(|k| {
+            let (r, ch) = (k / nc, k % nc);
+            let uv = c.uvw[r][0].hypot(c.uvw[r][1]) * c.freq[ch];
+            (uv, c.vis[k].norm() as f64)
+        })
+        .collect();
+    by_uv.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let n = (by_uv.len() / 20).max(1).min(by_uv.len());
+    let mut amp: Vec<f64> = by_uv[..n].iter().map(|p| p.1).collect();
+    amp.sort_by(f64::total_cmp);
+    amp.get(amp.len() / 2).copied().unwrap_or(0.0)
+}
+
+/// Per usable visibility (`[re, im, …]`), the number of usable visibilities in its uv cell:
+/// the convolved likelihood's Γ factors ([`crate::operator::cell_multiplicity`]).
+pub fn vis_gamma_factors(c: &VisChunk, g: &ImageGeometry) -> Vec<f32> {
+    let uv: Vec<(f64, f64)> = (0..c.weight.len())
+        .filter(|&k| c.weight[k] > 0.0)
+        .map(|k| {
+            let r = k / c.n_chan();
+            let f = c.freq[k % c.n_chan()] / 299_792_458.0;
+            (c.uvw[r][0] * f, c.uvw[r][1] * f)
+        })
+        .collect();
+    cell_multiplicity(&uv, g)
+        .into_iter()
+        .flat_map(|m| [m, m])
+        .collect()
 }

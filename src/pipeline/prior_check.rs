@@ -4,30 +4,31 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use candle_core::Tensor;
 
+use super::{Context, Result};
 use crate::prior::logp::{elbo, ElboOptions, Point};
 use crate::prior::reference::{check, LogpReference, PriorCheck, FILE_NAME};
 use crate::prior::{default_reference, ScoreModel};
 
 /// Samples whose ELBO is computed: enough for a median, few enough to cost seconds.
-pub(crate) const CHECKED_SAMPLES: usize = 16;
+pub const CHECKED_SAMPLES: usize = 16;
 
 /// The check's outcome, and one line that says it (or why there is none).
-pub(crate) struct Outcome {
+#[derive(Debug, Clone)]
+pub struct Outcome {
     pub check: Option<PriorCheck>,
     pub line: String,
 }
 
 /// `prior_dir`: the `--prior` folder (None: the built-in prior). `diffuse`: the samples as the
 /// prior drew them (prior units, without compact components).
-pub(crate) fn prior_check(
+pub fn prior_check(
     model: &ScoreModel,
     prior_dir: Option<&Path>,
     diffuse: &[Vec<f32>],
     seed: u64,
-) -> anyhow::Result<Outcome> {
+) -> Result<Outcome> {
     let reference = match prior_dir {
         None => default_reference().context("the built-in prior's log-density reference")?,
         Some(dir) => {
@@ -50,7 +51,7 @@ pub(crate) fn prior_check(
     let side = model.image_size();
     let k = diffuse.len().min(CHECKED_SAMPLES);
     if k == 0 {
-        anyhow::bail!("no sample to check against the prior");
+        input_error!("no sample to check against the prior");
     }
     // The reference images are each divided by their peak, as the prior's training images
     // were: the check is of the shape. The samples' own peaks in prior units (the flux scale's
