@@ -286,15 +286,7 @@ pub struct ReferenceArgs {
     pub quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum SplitArg {
-    /// Every image of --data.
-    All,
-    /// The prior's held-out validation images (images it never trained on).
-    Val,
-    /// The images the prior trained on.
-    Train,
-}
+pub use crate::pipeline::split::Split as SplitArg;
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum AtArg {
@@ -663,37 +655,7 @@ fn run_sample(a: SampleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `n` indices (seeded, or all when the part is smaller) of the `which` part of the split the
-/// prior `spec` recorded over the `n_images` images of `data`; the error names both.
-pub(crate) fn split_indices(
-    spec: &str,
-    data: &Path,
-    n_images: usize,
-    which: SplitArg,
-    n: usize,
-    seed: u64,
-) -> anyhow::Result<Vec<usize>> {
-    use crate::prior::stats;
-    let (which, recorded) = match which {
-        SplitArg::All => (stats::Reference::All, None),
-        SplitArg::Val => (stats::Reference::Val, prior_split(spec)?),
-        SplitArg::Train => (stats::Reference::Train, prior_split(spec)?),
-    };
-    stats::reference_indices(n_images, recorded.as_ref(), which, n, seed)
-        .map_err(|m| anyhow::anyhow!("prior '{spec}', data {}: {m}", data.display()))
-}
-
-/// The validation split recorded in a prior's config.json (`None`: it records none).
-fn prior_split(spec: &str) -> anyhow::Result<Option<data::Split>> {
-    if spec == "default" {
-        // The same bytes as the embedded prior's (`prior::default`), read for the keys that
-        // the checkpoint loader drops.
-        static DEFAULT_CONFIG: &[u8] = include_bytes!("../../priors/default/config.json");
-        let p = Path::new("<built-in prior>/config.json");
-        return Ok(train::split_from_config_json(DEFAULT_CONFIG, p)?);
-    }
-    Ok(train::read_split(Path::new(spec))?)
-}
+use crate::pipeline::split::split_indices;
 
 /// `--data` prepared as the prior's training images were (its size and normalisation), and up
 /// to `n` indices (seeded) of the `split` part of it.

@@ -1,10 +1,10 @@
 //! `interf-image validate`: is the posterior calibrated on this uv coverage? Simulates
 //! observations of known truths with the real uv coverage of a Measurement Set and known
 //! noise, samples every posterior, and reports TARP coverage, per-pixel interval coverage,
-//! reduced χ² and errors (HTML + PNG + JSON + FITS cubes).
+//! reduced χ² and errors (HTML + PNG + JSON + FITS cubes). The job is
+//! [`crate::pipeline::validate`]; this file parses, writes and prints.
 
-use super::common::{ComputeArgs, SamplingArgs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -13,22 +13,18 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::common::{
-    check_network_batch, check_outputs, count_usable, longest_baseline, output_path, parse_angle,
-    read_with_progress, set_threads, sky_header, SelectionArgs,
+    check_outputs, format_angle, output_path, parse_angle, set_threads, ComputeArgs,
+    SamplingArgs, SelectionArgs,
 };
-use super::interrupt::interrupted_or;
+use super::interrupt::Terminal;
 use super::prior::{device, DeviceArg, SplitArg};
-use crate::imaging::beam::add_restored;
-use crate::imaging::{clean, CleanOptions, ImagingOptions, Weighting};
-use crate::io::{write_cube, CubeAxis, HeaderValue};
-use crate::operator::{ImageGeometry, Nufft, NufftOptions};
-use crate::pipeline::vis::{merge_by_frequency, vis_gamma_factors};
+use crate::io::{write_cube, CubeAxis};
+use crate::operator::NufftOptions;
+use crate::pipeline::validate::{CalibrationOptions, CalibrationResult, TruthSource};
 use crate::prior::{default_prior, ScoreModel};
 use crate::report::validate::{write_validate_report, ValidateReport};
 use crate::sample::posterior::PosteriorOptions;
-use crate::validate::truths::{self, TruthScaling};
-use crate::validate::{validate, BaselineFn, BaselineImage, ValidateOptions};
-use ms_io::{VisChunk, VisFile};
+use crate::validate::truths::TruthScaling;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum TruthScalingArg {
@@ -113,39 +109,59 @@ pub struct ValidateArgs {
     pub compute: ComputeArgs,
 }
 
-fn bar(len: u64, msg: &'static str) -> ProgressBar {
-    let b = ProgressBar::new(len).with_style(
-        ProgressStyle::with_template(
-            "{msg:>10} [{bar:40}] {pos}/{len} steps ({per_sec}, eta {eta})",
-        )
-        .expect("static template")
-        .progress_chars("=> "),
-    );
-    b.set_message(msg);
-    b
+/// The files `validate` writes, after `NAME-`.
+const FILES: [&str; 5] = [
+    "validate-truth.fits",
+    "validate-mean.fits",
+    "validate-std.fits",
+    "validate.json",
+    "validate.html",
+];
+
+fn options(args: &ValidateArgs) -> anyhow::Result<CalibrationOptions> {
+    Ok(CalibrationOptions {
+        like: args.like.clone(),
+        selection: args.selection.to_selection()?,
+        prior_dir: args.prior.clone(),
+        truths: match &args.truths {
+            Some(path) => TruthSource::File {
+                path: path.clone(),
+                scaling: match args.truth_scaling {
+                    TruthScalingArg::Peak => TruthScaling::Peak,
+                    TruthScalingArg::Physical => TruthScaling::Physical,
+                },
+                split: args.split,
+            },
+            None => TruthSource::Prior {
+                steps: args.prior_steps,
+            },
+        },
+        n: args.n,
+        // Chains of several truths share a batch; the truths are drawn in batches too.
+        posterior: PosteriorOptions {
+            batch: args.sampling.batch_for(args.n * args.samples),
+            ..args.sampling.options(args.samples)
+        },
+        noise: args.noise,
+        flux_scale: args.flux_scale,
+        scale: args.scale.as_deref().map(parse_angle).transpose()?,
+        bootstrap: args.bootstrap,
+        clean_baseline: !args.no_clean,
+        nufft: NufftOptions {
+            epsilon: args.compute.epsilon,
+            ..Default::default()
+        },
+        max_memory: args.max_memory,
+    })
 }
 
 pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     super::prior::tune_malloc();
     set_threads(args.compute.threads)?;
-    if args.n == 0 {
-        bail!("--n must be at least 1");
-    }
-    if args.samples < 2 {
-        bail!("--samples must be at least 2");
-    }
-    if !(args.noise > 0.0 && args.noise.is_finite()) {
-        bail!("--noise must be a positive σ in Jy, got {}", args.noise);
-    }
-    if !(args.flux_scale > 0.0 && args.flux_scale.is_finite()) {
-        bail!("--flux-scale must be positive, got {}", args.flux_scale);
-    }
-    if args.prior_steps == Some(0) {
-        bail!("--prior-steps must be at least 1");
-    }
+    let opts = options(&args)?;
     // Refused outputs fail before any work, and never leave a sibling half-written.
-    let inputs: Vec<&std::path::Path> = [
+    let inputs: Vec<&Path> = [
         Some(args.like.as_path()),
         args.truths.as_deref(),
         args.prior.as_deref(),
@@ -153,18 +169,8 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
     .into_iter()
     .flatten()
     .collect();
-    check_outputs(
-        &args.name,
-        &[
-            "validate-truth.fits",
-            "validate-mean.fits",
-            "validate-std.fits",
-            "validate.json",
-            "validate.html",
-        ],
-        &inputs,
-    )?;
-    let out_dir = match std::path::Path::new(&args.name).parent() {
+    check_outputs(&args.name, &FILES, &inputs)?;
+    let out_dir = match Path::new(&args.name).parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
@@ -175,206 +181,57 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
             args.name
         );
     }
-    if let Some(t) = &args.truths {
-        if !t.is_file() {
-            bail!("truth images {}: no such file", t.display());
-        }
-    }
-
     let dev = device(args.device)?;
     let model = match &args.prior {
         Some(dir) => ScoreModel::load(dir, &dev)?,
         None => default_prior(&dev).context("loading the built-in prior")?,
     };
-    let side = model.image_size();
-    // Chains of several truths share a batch; the truths are drawn (forward only) in batches too.
-    let batch = args.sampling.batch_for(args.n * args.samples);
-    check_network_batch(
-        &model.config().network,
-        batch,
-        args.sampling.method == super::common::MethodArg::Dps,
-        args.max_memory,
-    )?;
-    let selection = args.selection.to_selection()?;
-    // MsError names the path already.
-    let ms = VisFile::open(&args.like)?;
-    let info = ms.info().clone();
-    let field_id = ms.resolve_field(&selection)?;
-    let chunks = merge_by_frequency(read_with_progress(&ms, &selection)?);
-    let n_usable = count_usable(&chunks, &args.like)?;
-    let c = match chunks.as_slice() {
-        [c] => c,
-        _ => bail!(
-            "{} has spectral windows with different channel frequencies; select one with --spw",
-            args.like.display()
-        ),
-    };
-    let scale = match &args.scale {
-        Some(s) => parse_angle(s)?,
-        None => (1.0 / 3.0) / longest_baseline(&chunks),
-    };
-    let geometry = ImageGeometry::new(side, side, scale, scale)?;
-    let nufft_opts = NufftOptions {
-        epsilon: args.compute.epsilon,
-        ..Default::default()
-    };
-    let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
-    let nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &nufft_opts)?;
-
-    // Truths, in the prior's normalised units; which images of the file, when a split chose.
-    let mut truth_indices: Option<Vec<usize>> = None;
-    let truths = match &args.truths {
-        Some(path) => {
-            let scaling = match args.truth_scaling {
-                TruthScalingArg::Peak => TruthScaling::Peak,
-                TruthScalingArg::Physical => TruthScaling::Physical,
-            };
-            let mut t = truths::from_file(path, side, scaling, args.flux_scale)?;
-            match args.split {
-                SplitArg::All => t.truncate(args.n),
-                which => {
-                    let spec = args
-                        .prior
-                        .as_deref()
-                        .map_or_else(|| "default".to_string(), |p| p.display().to_string());
-                    let idx = super::prior::split_indices(
-                        &spec,
-                        path,
-                        t.len(),
-                        which,
-                        args.n,
-                        args.sampling.seed,
-                    )?;
-                    t = idx.iter().map(|&i| std::mem::take(&mut t[i])).collect();
-                    truth_indices = Some(idx);
-                }
-            }
-            t
-        }
-        None => {
-            let steps = args.prior_steps.unwrap_or(args.sampling.steps);
-            let b = bar((args.n.div_ceil(batch) * steps) as u64, "truths");
-            let t = truths::from_prior(
-                &model,
-                args.n,
-                steps,
-                batch,
-                args.sampling.seed ^ 0x7247,
-                &super::interrupt::Terminal::bar(&b),
-            )?;
-            b.finish_and_clear();
-            t
-        }
-    };
-    let n = truths.len();
-
-    let opts = ValidateOptions {
-        posterior: PosteriorOptions {
-            batch,
-            ..args.sampling.options(args.samples)
-        },
-        flux_scale: args.flux_scale as f32,
-        sigma: args.noise as f32,
-        gamma_factors: Some(vis_gamma_factors(c, &geometry)),
-        n_bootstrap: args.bootstrap,
-    };
-    let b = bar(
-        ((n * args.samples).div_ceil(batch) * args.sampling.steps) as u64,
-        "sampling",
-    );
-    let t_sample = Instant::now();
-    // The CLEAN baseline images each simulated data set as WSClean would the real one.
-    let clean_opts = {
-        let mut o = ImagingOptions::new(geometry, Weighting::Briggs(0.0));
-        o.nufft = nufft_opts.clone();
-        o
-    };
-    let used: Vec<usize> = (0..c.weight.len()).filter(|&k| c.weight[k] > 0.0).collect();
-    let w_sim = (1.0 / (args.noise * args.noise)) as f32;
-    let baseline = |y: &[f32]| -> Result<BaselineImage, String> {
-        let mut vis = vec![num_complex::Complex::new(0.0f32, 0.0); c.vis.len()];
-        let mut weight = vec![0.0f32; c.weight.len()];
-        for (&k, p) in used.iter().zip(y.chunks(2)) {
-            vis[k] = num_complex::Complex::new(p[0], p[1]);
-            weight[k] = w_sim;
-        }
-        let sim = VisChunk {
-            spw: c.spw,
-            uvw: c.uvw.clone(),
-            antenna1: c.antenna1.clone(),
-            antenna2: c.antenna2.clone(),
-            time: c.time.clone(),
-            freq: c.freq.clone(),
-            vis,
-            weight,
-        };
-        let r = clean(
-            std::slice::from_ref(&sim),
-            &clean_opts,
-            &CleanOptions::default(),
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template(
+            "{prefix:>10} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta}) {msg}",
         )
-        .map_err(|e| e.to_string())?;
-        let beam = r.pixel_beam;
-        let convolve = move |img: &[f32]| {
-            let mut out = vec![0.0f32; side * side];
-            add_restored(img, side, side, &beam, &mut out);
-            out
-        };
-        // Σ of the beam of peak 1 on the pixel grid: a unit point source restored.
-        let mut delta = vec![0.0f32; side * side];
-        delta[(side / 2) * side + side / 2] = 1.0;
-        let beam_area: f64 = convolve(&delta).iter().map(|&v| v as f64).sum();
-        Ok(BaselineImage {
-            restored: r.restored,
-            convolve: Box::new(convolve),
-            beam_area,
-        })
-    };
-    let baseline_ref: Option<&BaselineFn> = if args.no_clean { None } else { Some(&baseline) };
-    let v = validate(
-        &model,
-        &nufft,
-        &truths,
-        &opts,
-        baseline_ref,
-        &super::interrupt::Terminal::bar(&b),
-    )
-    .map_err(|e| match e {
-        crate::validate::ValidateError::Sampling(e) => interrupted_or(e),
-        crate::validate::ValidateError::Interrupted(i) => i.into(),
-        e => e.into(),
-    })?;
-    b.finish_and_clear();
-    super::interrupt::check()?;
-    let t_sample = t_sample.elapsed().as_secs_f64();
-    {
-        // The gate looks at the median truth: one hard truth is calibration information, a
-        // typical one far off means the posteriors did not fit at all.
-        let mut chi2: Vec<f64> = v.truths.iter().map(|t| t.chi2_mean).collect();
-        chi2.sort_by(f64::total_cmp);
-        let median = chi2.get(chi2.len() / 2).copied().unwrap_or(f64::NAN);
-        let flux: f64 = v.truths.iter().map(|t| t.mean_flux).sum();
-        let means: Vec<f32> = v
-            .truths
-            .iter()
-            .flat_map(|t| t.mean.iter().copied())
-            .collect();
-        let stds: Vec<f32> = v
-            .truths
-            .iter()
-            .flat_map(|t| t.std.iter().copied())
-            .collect();
-        super::common::check_fit(
-            median,
-            flux,
-            &[("posterior mean", &means), ("posterior std", &stds)],
-            args.allow_poor_fit,
-        )?;
+        .expect("static template")
+        .progress_chars("=> "),
+    );
+    let res = crate::pipeline::validate::validate(&model, &opts, &Terminal::bar(&bar));
+    bar.finish_and_clear();
+    let res = res?;
+    gate(&res, args.allow_poor_fit)?;
+    let (summary, title) = summary(&args, &opts, &res);
+    let written = write_outputs(&args, &opts, &res, &inputs, &summary, &title, start)?;
+    println!("{title}");
+    for (k, val) in &summary {
+        println!("  {k}: {val}");
     }
+    println!(
+        "  wrote {written} and {}-validate-{{truth,mean,std}}.fits in {:.1} s",
+        args.name,
+        start.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
 
-    // Products.
-    let asec = scale.to_degrees() * 3600.0;
-    let truth_desc = match &args.truths {
+/// The sanity gate looks at the median truth: one hard truth is calibration information, a
+/// typical one far off means the posteriors did not fit at all.
+fn gate(res: &CalibrationResult, allow_poor_fit: bool) -> anyhow::Result<()> {
+    let v = &res.validation;
+    let mut chi2: Vec<f64> = v.truths.iter().map(|t| t.chi2_mean).collect();
+    chi2.sort_by(f64::total_cmp);
+    let median = chi2.get(chi2.len() / 2).copied().unwrap_or(f64::NAN);
+    let flux: f64 = v.truths.iter().map(|t| t.mean_flux).sum();
+    let means: Vec<f32> = v.truths.iter().flat_map(|t| t.mean.iter().copied()).collect();
+    let stds: Vec<f32> = v.truths.iter().flat_map(|t| t.std.iter().copied()).collect();
+    super::common::check_fit(
+        median,
+        flux,
+        &[("posterior mean", &means), ("posterior std", &stds)],
+        allow_poor_fit,
+    )
+}
+
+/// The truths in words, for the report and the JSON.
+fn truth_description(args: &ValidateArgs, n: usize) -> String {
+    match &args.truths {
         Some(p) => format!(
             "{} ({n} images{}, {})",
             p.display(),
@@ -389,82 +246,36 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
             }
         ),
         None => format!("{n} draws from the prior"),
-    };
-    let prior_name = args.prior.as_ref().map_or_else(
-        || "built-in (MiraBest 64)".to_string(),
-        |p| p.display().to_string(),
-    );
-    let mut header = sky_header(&info, field_id, &chunks, scale, "JY/PIXEL");
-    header.extra = vec![
-        ("PRIOR".into(), HeaderValue::Str(prior_name.clone())),
-        ("NSAMPLES".into(), HeaderValue::I64(args.samples as i64)),
-        (
-            "NSTEPS".into(),
-            HeaderValue::I64(args.sampling.steps as i64),
-        ),
-        ("SEED".into(), HeaderValue::I64(args.sampling.seed as i64)),
-        ("ALPHA".into(), HeaderValue::F64(args.sampling.alpha as f64)),
-        ("FLUXSCL".into(), HeaderValue::F64(args.flux_scale)),
-        ("NOISE".into(), HeaderValue::F64(args.noise)),
-    ];
-    let cube = |what: &str, get: &dyn Fn(&crate::validate::TruthResult) -> &[f32]| {
-        let planes: Vec<f32> = v.truths.iter().flat_map(|t| get(t).to_vec()).collect();
-        let p = output_path(&args.name, &format!("validate-{what}"), &inputs)?;
-        write_cube(
-            &p,
-            &planes,
-            v.truths.len(),
-            side,
-            side,
-            &header,
-            CubeAxis::Sample,
-        )
-        .with_context(|| format!("writing {}", p.display()))
-    };
-    cube("truth", &|t| &t.truth)?;
-    cube("mean", &|t| &t.mean)?;
-    cube("std", &|t| &t.std)?;
+    }
+}
 
-    let s = &v.summary;
-    let t = &v.tarp;
-    let json = json!({
-        "measurement_set": args.like.display().to_string(),
-        "visibilities": n_usable,
-        "truths": truth_desc,
-        "prior": prior_name,
-        "settings": {
-            "n": n, "samples": args.samples, "steps": args.sampling.steps, "method": format!("{:?}", opts.posterior.method),
-            "alpha": args.sampling.alpha, "corrector_snr": args.sampling.corrector_snr, "seed": args.sampling.seed,
-            "noise_jy": args.noise, "flux_scale_jy_per_pixel": args.flux_scale,
-            "pixel_arcsec": asec, "image_size": side, "batch": args.sampling.batch,
-        },
-        "tarp": t,
-        "summary": s,
-        "truth_indices": truth_indices,
-        "per_truth": v.truths,
-        "timing_s": { "sampling": t_sample, "total": start.elapsed().as_secs_f64() },
-    });
-    let json_path = PathBuf::from(format!("{}-validate.json", args.name));
-    crate::io::write_atomic(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())
-        .with_context(|| format!("writing {}", json_path.display()))?;
-
+/// The report's summary table and title.
+fn summary(
+    args: &ValidateArgs,
+    opts: &CalibrationOptions,
+    res: &CalibrationResult,
+) -> (Vec<(String, String)>, String) {
+    let v = &res.validation;
+    let (s, t, p) = (&v.summary, &v.tarp, &opts.posterior);
+    let n = v.truths.len();
+    let side = res.side;
     let opt = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.4e}"));
-    let summary = vec![
+    let rows = vec![
         ("Measurement Set".into(), args.like.display().to_string()),
-        ("Truths".into(), truth_desc.clone()),
-        ("Prior".into(), prior_name.clone()),
+        ("Truths".into(), truth_description(args, n)),
+        ("Prior".into(), opts.prior_name()),
         (
             "Observation".into(),
             format!(
-                "{n_usable} visibilities, σ = {} Jy per component, {side}×{side} pixels of {}, {} Jy/pixel at prior value 1",
-                args.noise, super::common::format_angle(scale), args.flux_scale
+                "{} visibilities, σ = {} Jy per component, {side}×{side} pixels of {}, {} Jy/pixel at prior value 1",
+                res.n_usable, args.noise, format_angle(res.scale), args.flux_scale
             ),
         ),
         (
             "Sampling".into(),
             format!(
                 "{} samples per truth, {} steps, {:?}, α = {}, corrector snr {}, seed {}",
-                args.samples, args.sampling.steps, opts.posterior.method, args.sampling.alpha, args.sampling.corrector_snr, args.sampling.seed
+                p.n_samples, p.steps, p.method, p.alpha, args.sampling.corrector_snr, p.seed
             ),
         ),
         (
@@ -508,36 +319,83 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
                 opt(s.rmse_clean_truth)
             ),
         ),
-        ("Sampling time".into(), format!("{t_sample:.1} s")),
+        ("Sampling time".into(), format!("{:.1} s", res.t_sample)),
     ];
-    let report = ValidateReport {
-        title: format!(
-            "Calibration on {} — {} truths × {} samples",
-            args.like.file_name().map_or_else(
-                || args.like.display().to_string(),
-                |f| f.to_string_lossy().into_owned()
-            ),
-            n,
-            args.samples
+    let title = format!(
+        "Calibration on {} — {} truths × {} samples",
+        args.like.file_name().map_or_else(
+            || args.like.display().to_string(),
+            |f| f.to_string_lossy().into_owned()
         ),
+        n,
+        p.n_samples
+    );
+    (rows, title)
+}
+
+/// The truth/mean/std cubes, the JSON and the report; returns the report's files in words.
+fn write_outputs(
+    args: &ValidateArgs,
+    opts: &CalibrationOptions,
+    res: &CalibrationResult,
+    inputs: &[&Path],
+    summary: &[(String, String)],
+    title: &str,
+    start: Instant,
+) -> anyhow::Result<String> {
+    let v = &res.validation;
+    let side = res.side;
+    let cube = |what: &str, get: &dyn Fn(&crate::validate::TruthResult) -> &[f32]| {
+        let planes: Vec<f32> = v.truths.iter().flat_map(|t| get(t).to_vec()).collect();
+        let p = output_path(&args.name, &format!("validate-{what}"), inputs)?;
+        write_cube(
+            &p,
+            &planes,
+            v.truths.len(),
+            side,
+            side,
+            &res.header,
+            CubeAxis::Sample,
+        )
+        .with_context(|| format!("writing {}", p.display()))
+    };
+    cube("truth", &|t| &t.truth)?;
+    cube("mean", &|t| &t.mean)?;
+    cube("std", &|t| &t.std)?;
+    let p = &opts.posterior;
+    let json = json!({
+        "measurement_set": args.like.display().to_string(),
+        "visibilities": res.n_usable,
+        "truths": truth_description(args, v.truths.len()),
+        "prior": opts.prior_name(),
+        "settings": {
+            "n": v.truths.len(), "samples": p.n_samples, "steps": p.steps, "method": format!("{:?}", p.method),
+            "alpha": p.alpha, "corrector_snr": args.sampling.corrector_snr, "seed": p.seed,
+            "noise_jy": args.noise, "flux_scale_jy_per_pixel": args.flux_scale,
+            "pixel_arcsec": res.scale.to_degrees() * 3600.0, "image_size": side, "batch": p.batch,
+        },
+        "tarp": v.tarp,
+        "summary": v.summary,
+        "truth_indices": res.truth_indices,
+        "per_truth": v.truths,
+        "timing_s": { "sampling": res.t_sample, "total": start.elapsed().as_secs_f64() },
+    });
+    let json_path = PathBuf::from(format!("{}-validate.json", args.name));
+    crate::io::write_atomic(&json_path, serde_json::to_string_pretty(&json)?.as_bytes())
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    let report = ValidateReport {
+        title: title.to_string(),
         side,
-        pixel_asec: asec,
-        validation: &v,
-        summary: summary.clone(),
+        pixel_asec: res.scale.to_degrees() * 3600.0,
+        validation: v,
+        summary: summary.to_vec(),
         panels: args.panels,
     };
     let (html, tarp_png) = write_validate_report(&args.name, &report)?;
-    println!("{}", report.title);
-    for (k, val) in &summary {
-        println!("  {k}: {val}");
-    }
-    println!(
-        "  wrote {}, {}, {} and {}-validate-{{truth,mean,std}}.fits in {:.1} s",
+    Ok(format!(
+        "{}, {}, {}",
         html.display(),
         tarp_png.display(),
-        json_path.display(),
-        args.name,
-        start.elapsed().as_secs_f64()
-    );
-    Ok(())
+        json_path.display()
+    ))
 }
