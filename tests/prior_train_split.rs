@@ -81,7 +81,7 @@ fn run(ds: &Dataset, tc: TrainConfig, out: &Path, resume: bool) -> Result<(), St
         out,
         resume,
         &Device::Cpu,
-        false,
+        &interf_image::observe::Quiet,
     )
     .map(|_| ())
     .map_err(|e| e.to_string())

@@ -58,14 +58,30 @@ impl Observer for Terminal<'_> {
         }
     }
     fn log(&self, line: &str) {
+        // `println` prints nothing on a hidden bar (stderr not a terminal: logs, tests);
+        // `suspend` clears a visible one around the line and prints in both cases.
         match self.0 {
-            Some(b) => b.println(line),
+            Some(b) => b.suspend(|| eprintln!("{line}")),
             None => eprintln!("{line}"),
         }
     }
     fn stop_requested(&self) -> bool {
         flag().load(Ordering::SeqCst)
     }
+}
+
+/// The bar of a training run (hidden with `--quiet`).
+pub fn training_bar(quiet: bool) -> ProgressBar {
+    if quiet {
+        return ProgressBar::hidden();
+    }
+    ProgressBar::new(0).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {pos}/{len} step  {msg}  eta {eta}",
+        )
+        .expect("static template")
+        .progress_chars("=> "),
+    )
 }
 
 /// `Err(Interrupted)` once Ctrl-C was pressed.

@@ -138,8 +138,26 @@ fn run_train(a: NoiseTrainArgs) -> anyhow::Result<()> {
         ..Default::default()
     };
     let created = !a.out.exists();
-    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)
-        .inspect_err(|_| super::prior::remove_if_no_checkpoint(&a.out, created))?;
+    let bar = super::interrupt::training_bar(a.quiet);
+    let s = train::train(
+        &ds,
+        &net_cfg,
+        sde,
+        tc,
+        &a.out,
+        a.resume,
+        &dev,
+        &super::interrupt::Terminal::bar(&bar),
+    )
+    .inspect_err(|_| super::prior::remove_if_no_checkpoint(&a.out, created))?;
+    bar.finish();
+    if s.stopped_early {
+        eprintln!(
+            "stopped by Ctrl-C at step {}: the checkpoint in {} holds it, and --resume goes on",
+            s.steps,
+            a.out.display()
+        );
+    }
     eprintln!(
         "trained {} steps in {:.0} s, final loss {:.4}; noise model in {}",
         s.steps,

@@ -563,8 +563,26 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         );
     }
     let created = !a.out.exists();
-    let s = train::train(&ds, &net_cfg, sde, tc, &a.out, a.resume, &dev, !a.quiet)
-        .inspect_err(|_| remove_if_no_checkpoint(&a.out, created))?;
+    let bar = super::interrupt::training_bar(a.quiet);
+    let s = train::train(
+        &ds,
+        &net_cfg,
+        sde,
+        tc,
+        &a.out,
+        a.resume,
+        &dev,
+        &super::interrupt::Terminal::bar(&bar),
+    )
+    .inspect_err(|_| remove_if_no_checkpoint(&a.out, created))?;
+    bar.finish();
+    if s.stopped_early {
+        eprintln!(
+            "stopped by Ctrl-C at step {}: the checkpoint in {} holds it, and --resume goes on",
+            s.steps,
+            a.out.display()
+        );
+    }
     let val = s
         .final_val_loss
         .map_or(String::new(), |v| format!(", validation loss {v:.4}"));

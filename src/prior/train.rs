@@ -8,9 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::observe::Observer;
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarBuilder, VarMap};
-use indicatif::{ProgressBar, ProgressStyle};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::StandardNormal;
@@ -494,6 +494,8 @@ pub struct TrainSummary {
     pub n_val: usize,
     pub wall_time_s: f64,
     pub out_dir: PathBuf,
+    /// The observer asked to stop: the run ended early, at a checkpoint (`--resume` goes on).
+    pub stopped_early: bool,
 }
 
 /// The validation split `config` asks of `dataset` ([`validation_split`] over the images of
@@ -745,7 +747,7 @@ pub fn train(
     out: &Path,
     resume: bool,
     device: &Device,
-    show_progress: bool,
+    obs: &dyn Observer,
 ) -> Result<TrainSummary> {
     std::fs::create_dir_all(out).map_err(|source| PriorError::Io {
         path: out.to_path_buf(),
@@ -804,19 +806,7 @@ pub fn train(
         })?;
     let start_step = trainer.step;
     let total = config.max_steps.saturating_sub(start_step);
-    let pb = if show_progress {
-        let pb = ProgressBar::new(total as u64);
-        pb.set_style(
-            ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:30}] {pos}/{len} step  {msg}  eta {eta}",
-            )
-            .unwrap()
-            .progress_chars("=> "),
-        );
-        pb
-    } else {
-        ProgressBar::hidden()
-    };
+    obs.stage("training", total as u64);
     let t0 = Instant::now();
     let time_up = || {
         config
@@ -828,12 +818,10 @@ pub fn train(
     };
     let report_val = |step: usize, v: f64| {
         let n = val.as_ref().map_or(0, |v| v.len());
-        pb.suspend(|| {
-            eprintln!(
-                "step {step}: validation DSM loss {v:.5} (EMA weights, {n} held-out images, \
-                 fixed draws)"
-            )
-        });
+        obs.log(&format!(
+            "step {step}: validation DSM loss {v:.5} (EMA weights, {n} held-out images, fixed \
+             draws)"
+        ));
     };
     let mut window = Vec::new();
     let mut last_loss = f64::NAN;
@@ -843,7 +831,7 @@ pub fn train(
     let mut rng_data = StdRng::seed_from_u64(config.seed.wrapping_add(start_step as u64));
     // The time limit is checked after every step, so the step that reaches it writes the
     // last checkpoint with its loss row; this check only stops a run given no time at all.
-    let mut stopped = time_up();
+    let mut stopped = time_up() || obs.stop_requested();
     let mut checkpointed_at = None;
     while !stopped && trainer.step < config.max_steps {
         let x0 = random_batch_shifted(
@@ -857,8 +845,10 @@ pub fn train(
         let l = trainer.train_step(&x0)?;
         window.push(l);
         imgs_since += config.batch_size;
-        pb.inc(1);
-        stopped = trainer.step >= config.max_steps || time_up();
+        obs.advance(1);
+        // A stop request (Ctrl-C) ends the run at this step with a checkpoint, as the time
+        // limit does: nothing is lost, and `--resume` goes on from here.
+        stopped = trainer.step >= config.max_steps || time_up() || obs.stop_requested();
         let ckpt_now = stopped || trainer.step % config.checkpoint_every.max(1) == 0;
         // Throughput of the training steps alone, before any validation or checkpoint.
         let ips = imgs_since as f64 / t_log.elapsed().as_secs_f64();
@@ -884,7 +874,7 @@ pub fn train(
             );
             let _ = csv_f.flush();
             let vm = last_val.map_or(String::new(), |v| format!("  val {v:.4}"));
-            pb.set_message(format!("loss {last_loss:.4}{vm}  {ips:.1} img/s"));
+            obs.status(&format!("loss {last_loss:.4}{vm}  {ips:.1} img/s"));
         }
         if ckpt_now {
             if let Some(v) = last_val {
@@ -906,7 +896,6 @@ pub fn train(
             t_log = Instant::now();
         }
     }
-    pb.finish();
     let wall = t0.elapsed().as_secs_f64();
     // No step in this run (resumed at --steps, or no time): the checkpoint is still written,
     // as before, with the validation loss of the weights it holds.
@@ -926,6 +915,7 @@ pub fn train(
         n_val: split.val_indices.len(),
         wall_time_s: wall,
         out_dir: out.to_path_buf(),
+        stopped_early: obs.stop_requested() && trainer.step < config.max_steps,
     })
 }
 
