@@ -1041,12 +1041,13 @@ fn diverging_clean_stops_with_a_warning() {
 /// without PIXSCAX, read with `--rows top-down`, give exactly what the autolens file gives.
 #[test]
 fn lens_row_order_is_explicit() {
-    use interf_image::cli::lens::{read_imaging_rows, RowsArg};
+    use interf_image::observe::Quiet;
+    use interf_image::operator::lens::data::{read_imaging_rows, RowOrder};
     let dir = root().join("tests/data/lensing/dataset_imaging_hst");
     let (data, noise) = (dir.join("data.fits"), dir.join("noise_map.fits"));
-    let auto = read_imaging_rows(&data, &noise, None, None, RowsArg::Auto).unwrap();
-    let top = read_imaging_rows(&data, &noise, None, None, RowsArg::TopDown).unwrap();
-    let fits = read_imaging_rows(&data, &noise, None, None, RowsArg::Fits).unwrap();
+    let auto = read_imaging_rows(&data, &noise, None, None, RowOrder::Auto, &Quiet).unwrap();
+    let top = read_imaging_rows(&data, &noise, None, None, RowOrder::TopDown, &Quiet).unwrap();
+    let fits = read_imaging_rows(&data, &noise, None, None, RowOrder::Fits, &Quiet).unwrap();
     assert_eq!(auto.data, top.data, "PIXSCAX means top row first");
     let (ny, nx) = (fits.grid.ny, fits.grid.nx);
     for y in [0, ny / 3, ny - 1] {
@@ -1066,7 +1067,7 @@ fn lens_row_order_is_explicit() {
     let (d2, n2) = (tmp.path().join("d.fits"), tmp.path().join("n.fits"));
     strip(&data, &d2);
     strip(&noise, &n2);
-    let plain = read_imaging_rows(&d2, &n2, None, Some(0.05), RowsArg::TopDown).unwrap();
+    let plain = read_imaging_rows(&d2, &n2, None, Some(0.05), RowOrder::TopDown, &Quiet).unwrap();
     assert_eq!(plain.data, auto.data);
     assert_eq!(plain.grid.pixel_scale, auto.grid.pixel_scale);
 }

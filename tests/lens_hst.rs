@@ -6,10 +6,11 @@
 use std::path::Path;
 use std::process::Command;
 
-use interf_image::cli::lens::{
-    auto_source_grid, light_image, reach_mask, read_imaging, true_source,
-};
 use interf_image::operator::lens::autolens::read_lens_file;
+use interf_image::operator::lens::data::read_imaging;
+use interf_image::operator::lens::fit::{
+    auto_source_grid, correlation, light_image, reach_mask, true_source,
+};
 use interf_image::operator::lens::{Lens, LensOptions};
 use interf_image::operator::ForwardOperator;
 
@@ -145,7 +146,7 @@ fn lens_command_on_hst() {
     };
     let t = true_source(&sys, &src);
     let mf: Vec<f32> = m.iter().map(|&v| v as f32).collect();
-    let c2 = interf_image::cli::lens::correlation(&mf, &t);
+    let c2 = correlation(&mf, &t);
     assert!(
         (c2 - corr).abs() < 1e-3,
         "summary {corr} vs recomputed {c2}"

@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use interf_image::cli::lens::{
-    autolens_nufft, light_image, read_imaging, read_visibilities, true_lensed_image,
-};
 use interf_image::operator::lens::autolens::read_lens_file;
+use interf_image::operator::lens::data::{read_imaging, read_visibilities};
+use interf_image::operator::lens::fit::{autolens_nufft, light_image, true_lensed_image};
 use interf_image::operator::lens::ImageGrid;
 use interf_image::operator::ForwardOperator;
 

@@ -42,6 +42,8 @@ pub enum PipelineError {
         #[source]
         source: Box<PipelineError>,
     },
+    #[error(transparent)]
+    LensData(#[from] crate::operator::lens::data::LensDataError),
 }
 
 /// Candle errors become [`Interrupted`] when they carry a stop request

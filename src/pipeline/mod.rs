@@ -8,6 +8,7 @@ mod error;
 
 pub use error::{Context, PipelineError, Result};
 pub mod image;
+pub mod lens;
 pub mod prior_check;
 pub mod resources;
 pub mod vis;

@@ -7,6 +7,8 @@
 //! into the sparse matrix `L` (and its transpose, for a conflict-free parallel adjoint).
 
 pub mod autolens;
+pub mod data;
+pub mod fit;
 pub mod profiles;
 mod psf;
 pub mod sie;
