@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::common::{
-    check_outputs, format_angle, output_path, parse_angle, set_threads, ComputeArgs,
-    SamplingArgs, SelectionArgs,
+    check_outputs, format_angle, output_path, parse_angle, set_threads, ComputeArgs, SamplingArgs,
+    SelectionArgs,
 };
 use super::interrupt::Terminal;
 use super::prior::{device, DeviceArg, SplitArg};
@@ -219,8 +219,16 @@ fn gate(res: &CalibrationResult, allow_poor_fit: bool) -> anyhow::Result<()> {
     chi2.sort_by(f64::total_cmp);
     let median = chi2.get(chi2.len() / 2).copied().unwrap_or(f64::NAN);
     let flux: f64 = v.truths.iter().map(|t| t.mean_flux).sum();
-    let means: Vec<f32> = v.truths.iter().flat_map(|t| t.mean.iter().copied()).collect();
-    let stds: Vec<f32> = v.truths.iter().flat_map(|t| t.std.iter().copied()).collect();
+    let means: Vec<f32> = v
+        .truths
+        .iter()
+        .flat_map(|t| t.mean.iter().copied())
+        .collect();
+    let stds: Vec<f32> = v
+        .truths
+        .iter()
+        .flat_map(|t| t.std.iter().copied())
+        .collect();
     super::common::check_fit(
         median,
         flux,

@@ -34,9 +34,8 @@ pub fn split_indices(
         Split::Val => (stats::Reference::Val, prior_split(spec)?),
         Split::Train => (stats::Reference::Train, prior_split(spec)?),
     };
-    stats::reference_indices(n_images, recorded.as_ref(), which, n, seed).map_err(|m| {
-        PipelineError::Input(format!("prior '{spec}', data {}: {m}", data.display()))
-    })
+    stats::reference_indices(n_images, recorded.as_ref(), which, n, seed)
+        .map_err(|m| PipelineError::Input(format!("prior '{spec}', data {}: {m}", data.display())))
 }
 
 /// The validation split recorded in a prior's config.json (`None`: it records none).

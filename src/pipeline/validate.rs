@@ -218,14 +218,8 @@ fn load_truths(
                     (t, None)
                 }
                 which => {
-                    let idx = split_indices(
-                        &opts.prior_spec(),
-                        path,
-                        t.len(),
-                        *which,
-                        opts.n,
-                        p.seed,
-                    )?;
+                    let idx =
+                        split_indices(&opts.prior_spec(), path, t.len(), *which, opts.n, p.seed)?;
                     let chosen = idx.iter().map(|&i| std::mem::take(&mut t[i])).collect();
                     (chosen, Some(idx))
                 }

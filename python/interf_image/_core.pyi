@@ -1,0 +1,121 @@
+"""Type stubs of the compiled module (python/src/lib.rs)."""
+
+from os import PathLike
+from typing import Any, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import numpy.typing as npt
+
+_Path = Union[str, PathLike[str]]
+
+class InterfImageError(Exception):
+    """An error of interf-image: what went wrong, with the file or option it concerns."""
+
+def read_vis(
+    path: _Path,
+    *,
+    field: Optional[str] = None,
+    spw: Optional[Sequence[int]] = None,
+    channels: Optional[Tuple[int, int]] = None,
+    column: str = "DATA",
+) -> dict[str, np.ndarray]:
+    """Stokes I visibilities of a Measurement Set or UVFITS file.
+
+    Keys: ``uvw`` (nrow, 3) metres, ``freq`` (nchan,) Hz, ``vis`` (nrow, nchan) complex64 Jy,
+    ``weight`` (nrow, nchan) float32 (0 where flagged), ``antenna1``, ``antenna2``, ``time``
+    (MJD seconds). Autocorrelations are left out, as the command line does.
+    """
+
+class Nufft:
+    """The NUFFT of a ``size × size`` image of ``scale_arcsec`` pixels to the samples ``uvw`` ×
+    ``freq`` where ``weight > 0`` (all when ``weight`` is None), WSClean's conventions."""
+
+    def __init__(
+        self,
+        uvw: npt.NDArray[np.float64],
+        freq: npt.NDArray[np.float64],
+        size: int,
+        scale_arcsec: float,
+        *,
+        weight: Optional[npt.NDArray[np.float32]] = None,
+        epsilon: float = 1e-5,
+    ) -> None: ...
+    @property
+    def n_vis(self) -> int: ...
+    def forward(self, image: npt.NDArray[np.float64]) -> npt.NDArray[np.complex128]:
+        """``V = A x``: the visibilities of an image (size, size), shape (n_vis,)."""
+    def adjoint(self, vis: npt.NDArray[np.complex128]) -> npt.NDArray[np.float64]:
+        """``x = Aᵀ V``: the unnormalised dirty image (size, size) of visibilities (n_vis,)."""
+
+class Prior:
+    """A score-based prior: a checkpoint folder, or the built-in MiraBest prior (None)."""
+
+    def __init__(self, path: Optional[_Path] = None) -> None: ...
+    @property
+    def image_size(self) -> int: ...
+    def sample(
+        self, n: int, *, steps: int = 300, seed: int = 0, batch: int = 16
+    ) -> npt.NDArray[np.float32]:
+        """``n`` draws (n, size, size) in prior units (peak ≈ 1)."""
+
+def image(
+    vis: _Path,
+    *,
+    prior: Optional[Prior] = None,
+    samples: int = 64,
+    steps: int = 300,
+    batch: Optional[int] = None,
+    method: str = "cla",
+    alpha: float = 1.0,
+    corrector_snr: float = 0.0,
+    seed: int = 0,
+    scale_arcsec: Optional[float] = None,
+    flux_scale: Optional[float] = None,
+    likelihood: str = "auto",
+    compact: str = "auto",
+    compact_max: int = 32,
+    window: str = "off",
+    data: str = "vis",
+    total_flux: Optional[float] = None,
+    noise: str = "auto",
+    epsilon: float = 1e-5,
+    field: Optional[str] = None,
+    spw: Optional[Sequence[int]] = None,
+    channels: Optional[Tuple[int, int]] = None,
+    column: str = "DATA",
+) -> dict[str, Any]:
+    """Posterior imaging, as ``interf-image image`` (same options, same numbers for a seed).
+
+    Keys: ``samples`` (n, size, size), ``mean``, ``std`` (Jy/pixel); ``dirty``, ``psf``,
+    ``residual``, ``clean`` (Jy/beam, natural weighting); ``header``/``beam_header`` (2-D FITS
+    headers for ``astropy.wcs.WCS``); ``chi2_samples``, ``chi2_mean``, ``chi2_clean``,
+    ``flux_scale``, ``total_flux`` (mean, std), ``pixel_arcsec``, ``prior_check``, ...
+    """
+
+def validate(
+    like: _Path,
+    noise: float,
+    *,
+    truths: Optional[_Path] = None,
+    split: str = "all",
+    truth_scaling: str = "peak",
+    n: int = 100,
+    prior: Optional[Prior] = None,
+    samples: int = 100,
+    steps: int = 300,
+    batch: Optional[int] = None,
+    method: str = "cla",
+    alpha: float = 1.0,
+    seed: int = 0,
+    flux_scale: float = 1.0,
+    scale_arcsec: Optional[float] = None,
+    bootstrap: int = 1000,
+    clean: bool = True,
+    epsilon: float = 1e-5,
+) -> dict[str, Any]:
+    """Calibration on the uv coverage of ``like``, as ``interf-image validate``.
+
+    Keys: ``truth``, ``mean``, ``std`` (k, size, size) Jy/pixel; ``tarp`` (with ``alpha``,
+    ``ecp``, ``max_deviation``, ``band_half_width``, ``verdict``), ``summary`` (pixel coverage,
+    χ², RMSE), ``truth_indices``, ``header``.
+    """
