@@ -1,22 +1,21 @@
 //! `interf-image dirty`: dirty image and PSF, as `wsclean -niter 0` makes them.
 
-use super::common::ComputeArgs;
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::ProgressBar;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{
-    check_field_of_view, check_memory, check_outputs, count_usable, default_name, format_angle,
-    freq_range, gridding_memory, longest_baseline, output_path, parse_angle, read_with_progress,
-    set_threads, sky_header, GriddingArgs, SelectionArgs,
+    check_outputs, default_name, format_angle, output_path, parse_angle, set_threads, ComputeArgs,
+    GriddingArgs, SelectionArgs,
 };
-use crate::imaging::{make_dirty_and_psf, ImagingOptions, Weighting};
-use crate::io::{write_image, HeaderValue};
+use super::interrupt::Terminal;
+use crate::imaging::{ImagingOptions, Weighting};
+use crate::io::write_image;
 use crate::operator::ImageGeometry;
-use ms_io::VisFile;
+use crate::pipeline::dirty::{dirty, DirtyOptions, DirtyResult};
 
 #[derive(Debug, Clone, Args)]
 pub struct DirtyArgs {
@@ -46,94 +45,102 @@ pub struct DirtyArgs {
 pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     let start = Instant::now();
     set_threads(args.compute.threads)?;
-    let weighting = Weighting::from_words(&args.weight)?;
-    let (nx, ny) = match args.size.as_slice() {
-        [n] => (*n, *n),
-        [w, h] => (*w, *h),
-        _ => bail!("--size takes WIDTH [HEIGHT]"),
-    };
-    let w_mode = args.gridding.w_mode()?;
-    if nx == 0 || ny == 0 {
-        bail!("--size must be at least 1 pixel, got {nx}×{ny}");
-    }
-    check_memory(
-        gridding_memory(nx, ny, args.gridding.padding, 6),
-        &format!("a {nx}×{ny} dirty image and PSF"),
-        args.gridding.max_memory,
+    let opts = dirty_options(
+        &args.vis,
+        &args.size,
+        args.scale.as_deref(),
+        &args.weight,
+        &args.selection,
+        &args.gridding,
+        &args.compute,
     )?;
-    let selection = args.selection.to_selection()?;
+    opts.check()?;
     // Refused outputs fail before any work, and never leave a sibling half-written.
     let name = args.name.clone().unwrap_or_else(|| default_name(&args.vis));
     check_outputs(&name, &["dirty.fits", "psf.fits"], &[&args.vis])?;
 
-    let ms = VisFile::open(&args.vis)?;
-    let info = ms.info().clone();
-    let field_id = ms.resolve_field(&selection)?;
-    let field = &info.fields[field_id];
+    let bar = stage_bar();
+    let r = dirty(&opts, &Terminal::bar(&bar));
+    bar.finish_and_clear();
+    let r = r?;
 
-    let chunks = read_with_progress(&ms, &selection)?;
-    let t_read = start.elapsed();
-
-    let n_samples: usize = chunks.iter().map(|c| c.weight.len()).sum();
-    let n_usable = count_usable(&chunks, &args.vis)?;
-
-    let scale = match &args.scale {
-        Some(s) => parse_angle(s)?,
-        None => {
-            let b = longest_baseline(&chunks);
-            0.25 / b
-        }
-    };
-    check_field_of_view(nx, ny, scale, longest_baseline(&chunks))?;
-    let geometry = ImageGeometry::new(nx, ny, scale, scale)?;
-    let mut opts = ImagingOptions::new(geometry, weighting);
-    args.gridding.apply(w_mode, args.compute.epsilon, &mut opts);
-
-    let spinner = ProgressBar::new_spinner().with_message("gridding dirty image and PSF");
-    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
-    let products = make_dirty_and_psf(&chunks, &opts)?;
-    spinner.finish_and_clear();
-    let t_grid = start.elapsed() - t_read;
-
-    let (fmin, fmax) = freq_range(&chunks);
-    let mut header = sky_header(&info, field_id, &chunks, scale, "JY/BEAM");
-    header.extra = vec![
-        ("WEIGHTNG".into(), HeaderValue::Str(weighting.describe())),
-        ("EPSILON".into(), HeaderValue::F64(args.compute.epsilon)),
-        (
-            "NVIS".into(),
-            HeaderValue::I64(products.stats.gridded as i64),
-        ),
-    ];
     let dirty_path = output_path(&name, "dirty", &[&args.vis])?;
     let psf_path = output_path(&name, "psf", &[&args.vis])?;
-    write_image(&dirty_path, &products.dirty, ny, nx, &header)
+    let (nx, ny) = (opts.nx, opts.ny);
+    write_image(&dirty_path, &r.dirty, ny, nx, &r.dirty_header)
         .with_context(|| format!("writing {}", dirty_path.display()))?;
-    header.extra.retain(|(k, _)| k != "NVIS");
-    write_image(&psf_path, &products.psf, ny, nx, &header)
+    write_image(&psf_path, &r.psf, ny, nx, &r.psf_header)
         .with_context(|| format!("writing {}", psf_path.display()))?;
+    report(&opts, &r, [&dirty_path, &psf_path], start);
+    Ok(())
+}
 
-    let s = &products.stats;
-    let (peak_i, peak) = products
-        .dirty
-        .iter()
-        .enumerate()
-        .fold((0, f32::MIN), |a, (i, &v)| if v > a.1 { (i, v) } else { a });
-    println!("{}", args.vis.display());
+/// The imaging options `dirty` and `clean` share, from their common arguments (the size and
+/// memory checks are the pipeline's).
+pub(super) fn dirty_options(
+    vis: &Path,
+    size: &[usize],
+    scale: Option<&str>,
+    weight: &[String],
+    selection: &SelectionArgs,
+    gridding: &GriddingArgs,
+    compute: &ComputeArgs,
+) -> anyhow::Result<DirtyOptions> {
+    let weighting = Weighting::from_words(weight)?;
+    let (nx, ny) = match size {
+        [n] => (*n, *n),
+        [w, h] => (*w, *h),
+        _ => bail!("--size takes WIDTH [HEIGHT]"),
+    };
+    let w_mode = gridding.w_mode()?;
+    // `GriddingArgs::apply` fills ImagingOptions, whose geometry the pipeline sets only once
+    // the data give the default scale: this one is a placeholder, never used.
+    let mut imaging = ImagingOptions::new(ImageGeometry::new(8, 8, 1.0, 1.0)?, weighting);
+    gridding.apply(w_mode, compute.epsilon, &mut imaging);
+    Ok(DirtyOptions {
+        vis: vis.to_path_buf(),
+        selection: selection.to_selection()?,
+        nx,
+        ny,
+        scale: scale.map(parse_angle).transpose()?,
+        weighting,
+        padding: imaging.padding,
+        rank_filter: imaging.rank_filter,
+        nufft: imaging.nufft,
+        max_memory: gridding.max_memory,
+    })
+}
+
+/// A bar for the pipeline's stages, each named in its prefix; it ticks through stages that
+/// report no length (gridding).
+pub(super) fn stage_bar() -> ProgressBar {
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{prefix:>10} [{bar:40}] {pos}/{len} ({elapsed}) {msg}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+fn report(opts: &DirtyOptions, r: &DirtyResult, paths: [&Path; 2], start: Instant) {
+    let (info, s) = (&r.info, &r.stats);
+    let (fmin, fmax) = r.freq_range;
+    println!("{}", opts.vis.display());
     println!(
         "  telescope {}, field {} '{}', {} rows, {:.4}–{:.4} GHz",
         info.telescope,
-        field_id,
-        field.name,
+        r.field_id,
+        info.fields[r.field_id].name,
         info.n_rows,
         fmin / 1e9,
         fmax / 1e9
     );
     println!(
         "  visibilities: {} samples, {} used, {} flagged or zero weight, {} beyond the uv grid",
-        n_samples,
+        r.n_samples,
         s.gridded,
-        n_samples - n_usable,
+        r.n_samples - r.n_usable,
         s.beyond_grid
     );
     println!(
@@ -145,25 +152,22 @@ pub fn run(args: DirtyArgs) -> anyhow::Result<()> {
     );
     println!(
         "  image {}×{} of {}, {} weighting, ε = {:.0e}",
-        nx,
-        ny,
-        format_angle(scale),
-        weighting.describe(),
-        args.compute.epsilon
+        opts.nx,
+        opts.ny,
+        format_angle(r.scale),
+        opts.weighting.describe(),
+        opts.nufft.epsilon
     );
     println!(
         "  dirty peak {:.4} Jy/beam at pixel ({}, {})",
-        peak,
-        peak_i / nx,
-        peak_i % nx
+        r.peak, r.peak_pixel.0, r.peak_pixel.1
     );
     println!(
         "  wrote {} and {} in {:.2} s (read {:.2} s, gridding {:.2} s)",
-        dirty_path.display(),
-        psf_path.display(),
+        paths[0].display(),
+        paths[1].display(),
         start.elapsed().as_secs_f64(),
-        t_read.as_secs_f64(),
-        t_grid.as_secs_f64()
+        r.read_time.as_secs_f64(),
+        r.grid_time.as_secs_f64()
     );
-    Ok(())
 }

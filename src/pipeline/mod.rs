@@ -7,6 +7,8 @@
 mod error;
 
 pub use error::{Context, PipelineError, Result};
+pub mod clean;
+pub mod dirty;
 pub mod image;
 pub mod lens;
 pub mod prior_check;
