@@ -1,23 +1,16 @@
 //! `interf-image simulate`: a new Measurement Set with the uv coverage, frequencies and metadata
 //! of an existing one, and DATA = A·truth + noise.
 
-use super::common::ComputeArgs;
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use ms_io::{FieldSelector, Selection, StokesModel, VisChunkMeta, VisFile};
-use num_complex::Complex;
+use ms_io::{FieldSelector, Selection};
 
-use super::common::set_threads;
-use crate::io::{read_image, FitsImage};
-use crate::operator::{dirty2ms, ImageGeometry, NufftOptions};
-
-/// Model visibilities per NUFFT call: large enough that the per-call FFT of the image is
-/// amortised, small enough to keep a chunk's DATA in a few hundred MB.
-const SAMPLES_PER_CHUNK: usize = 2_000_000;
+use super::common::{check_output, format_angle, set_threads, ComputeArgs};
+use super::dirty::stage_bar;
+use super::interrupt::Terminal;
+use crate::operator::NufftOptions;
+use crate::pipeline::simulate::{simulate, SimulateOptions, SimulateResult};
 
 /// Its `--help` text lives on the `Simulate` variant in `cli/mod.rs`, where clap reads it.
 #[derive(Debug, Clone, Args)]
@@ -53,264 +46,76 @@ pub struct SimulateArgs {
     pub compute: ComputeArgs,
 }
 
-/// The truth on the operator's pixel grid: `[iy][ix]`, RA growing to the left, Dec upwards,
-/// the reference pixel at `(nx/2, ny/2)`.
-struct Truth {
-    geometry: ImageGeometry,
-    pixels: Vec<f64>,
-    /// Sum of the pixels (Jy) and the peak.
-    flux: f64,
-    peak: f64,
-    /// Where CRVAL points (degrees), when the header says.
-    crval: Option<(f64, f64)>,
-}
-
-fn check_bunit(img: &FitsImage) -> anyhow::Result<()> {
-    let path = img.path.display();
-    match img.get_str("BUNIT") {
-        None => {
-            eprintln!("warning: {path} has no BUNIT; taking its pixels as Jy/pixel");
-            Ok(())
-        }
-        Some(u) => {
-            let norm: String = u
-                .chars()
-                .filter(|c| !c.is_whitespace())
-                .collect::<String>()
-                .to_ascii_uppercase();
-            match norm.as_str() {
-                "JY/PIXEL" | "JY/PIX" => Ok(()),
-                "JY/BEAM" => bail!(
-                    "{path} is in Jy/beam (BUNIT = '{u}'): a sky model must be in Jy/pixel. \
-                     Use a model image (e.g. WSClean's -model.fits), not a restored or dirty image"
-                ),
-                _ => bail!("{path}: BUNIT = '{u}'; the truth image must be in Jy/pixel (JY/PIXEL)"),
-            }
-        }
-    }
-}
-
-/// Puts the truth on the operator's grid: flips axes that run the other way, and pads so that
-/// the reference pixel lands on the grid centre (even sizes, at least 8, as the NUFFT needs).
-fn load_truth(img: &FitsImage) -> anyhow::Result<Truth> {
-    let path = img.path.display();
-    check_bunit(img)?;
-    let (ny, nx, mut data) = img.plane();
-    if img.shape.iter().rev().skip(2).any(|&n| n > 1) {
-        eprintln!(
-            "warning: {path} has shape {:?}; using its first plane",
-            img.shape
-        );
-    }
-    let cdelt = |k: &str| -> anyhow::Result<f64> {
-        let v = img
-            .get_f64(k)
-            .with_context(|| format!("{path} has no {k}: the pixel scale is needed (degrees)"))?;
-        if !(v.is_finite() && v != 0.0) {
-            bail!("{path}: {k} = {v} is not a pixel scale");
-        }
-        Ok(v)
-    };
-    let (cd1, cd2) = (cdelt("CDELT1")?, cdelt("CDELT2")?);
-    let (dx, dy) = (cd1.abs().to_radians(), cd2.abs().to_radians());
-    if (dx / dy - 1.0).abs() > 0.01 {
-        bail!(
-            "{path}: pixels are not square (|CDELT1| = {}″, |CDELT2| = {}″)",
-            cd1.abs() * 3600.0,
-            cd2.abs() * 3600.0
-        );
-    }
-    let blank = data.iter().filter(|v| !v.is_finite()).count();
-    if blank > 0 {
-        eprintln!("warning: {path}: {blank} blank (NaN) pixels taken as 0");
-        for v in data.iter_mut().filter(|v| !v.is_finite()) {
-            *v = 0.0;
-        }
-    }
-    // 0-based reference pixel; WSClean's convention (n/2) when the header has none.
-    let crpix = |k: &str, n: usize| -> anyhow::Result<f64> {
-        match img.get_f64(k) {
-            Some(v) if v.is_finite() => Ok(v - 1.0),
-            Some(v) => bail!("{path}: {k} = {v}"),
-            None => Ok((n / 2) as f64),
-        }
-    };
-    let (mut px, mut py) = (crpix("CRPIX1", nx)?, crpix("CRPIX2", ny)?);
-    // The operator's x runs towards decreasing RA (CDELT1 < 0) and y towards increasing Dec.
-    let flip_x = cd1 > 0.0;
-    let flip_y = cd2 < 0.0;
-    if flip_x {
-        px = (nx - 1) as f64 - px;
-    }
-    if flip_y {
-        py = (ny - 1) as f64 - py;
-    }
-    let (rx, ry) = (px.round(), py.round());
-    if (px - rx).abs() > 1e-6 || (py - ry).abs() > 1e-6 {
-        eprintln!(
-            "warning: {path}: the reference pixel ({}, {}) is not on a pixel centre; the truth is \
-             shifted by less than half a pixel to put pixel ({rx}, {ry}) (0-based) at the phase \
-             centre",
-            px + 1.0,
-            py + 1.0
-        );
-    }
-    // Half-sizes of the canvas: the reference pixel sits at (half_x, half_y).
-    let half = |r: f64, n: usize| -> anyhow::Result<(usize, usize)> {
-        let r = r.clamp(-1e9, 1e9) as i64;
-        let h = r.max(n as i64 - r).max(4);
-        if h > 65_536 {
-            bail!("{path}: the reference pixel is too far outside the image");
-        }
-        Ok((h as usize, (h - r) as usize))
-    };
-    let ((hx, ox), (hy, oy)) = (half(rx, nx)?, half(ry, ny)?);
-    let (cx, cy) = (2 * hx, 2 * hy);
-    let mut pixels = vec![0.0; cx * cy];
-    for iy in 0..ny {
-        let sy = if flip_y { ny - 1 - iy } else { iy };
-        for ix in 0..nx {
-            let sx = if flip_x { nx - 1 - ix } else { ix };
-            pixels[(iy + oy) * cx + ix + ox] = data[sy * nx + sx];
-        }
-    }
-    if (cx, cy) != (nx, ny) {
-        eprintln!(
-            "note: {path}: {nx}×{ny} pixels placed on a {cx}×{cy} grid centred on the reference \
-             pixel"
-        );
-    }
-    let crval = match (img.get_f64("CRVAL1"), img.get_f64("CRVAL2")) {
-        (Some(a), Some(b)) => Some((a, b)),
-        _ => None,
-    };
-    Ok(Truth {
-        geometry: ImageGeometry::new(cx, cy, dx, dy)?,
-        flux: pixels.iter().sum(),
-        peak: pixels.iter().fold(0.0f64, |a, &b| a.max(b)),
-        pixels,
-        crval,
-    })
-}
-
-/// Angle between two directions, radians.
-fn separation(ra1: f64, dec1: f64, ra2: f64, dec2: f64) -> f64 {
-    let h = ((dec2 - dec1) / 2.0).sin().powi(2)
-        + dec1.cos() * dec2.cos() * ((ra2 - ra1) / 2.0).sin().powi(2);
-    2.0 * h.sqrt().min(1.0).asin()
-}
-
 pub fn run(args: SimulateArgs) -> anyhow::Result<()> {
-    let start = Instant::now();
     set_threads(args.compute.threads)?;
-    if !(args.noise.is_finite() && args.noise >= 0.0) {
-        bail!("--noise must be a σ ≥ 0 in Jy, got {}", args.noise);
-    }
-    // The writer refuses an existing --out or one inside --like; this also catches the truth
-    // image under any spelling.
-    super::common::check_output(&args.out, &[&args.image, &args.like])?;
-    let img = read_image(&args.image)?;
-    let truth = load_truth(&img)?;
-
     let field = args.field.as_ref().map(|f| match f.parse::<usize>() {
         Ok(id) => FieldSelector::Id(id),
         Err(_) => FieldSelector::Name(f.clone()),
     });
-    let mut sel = Selection {
-        field,
-        spws: args.spw.clone(),
-        channels: args.channels.as_ref().map(|c| (c[0], c[1])),
-        ..Default::default()
+    let opts = SimulateOptions {
+        image: args.image.clone(),
+        like: args.like.clone(),
+        out: args.out.clone(),
+        noise: args.noise,
+        seed: args.seed,
+        selection: Selection {
+            field,
+            spws: args.spw.clone(),
+            channels: args.channels.as_ref().map(|c| (c[0], c[1])),
+            ..Default::default()
+        },
+        nufft: NufftOptions {
+            epsilon: args.compute.epsilon,
+            ..Default::default()
+        },
     };
-    let (info, field_id) = {
-        let ms = VisFile::open(&args.like)?.into_ms("simulate, which writes a copy of --like,")?;
-        let id = ms.resolve_field(&sel)?;
-        (ms.info().clone(), id)
-    };
-    let max_chan = info
-        .spws
-        .iter()
-        .map(|s| s.chan_freq.len())
-        .max()
-        .unwrap_or(1)
-        .max(1);
-    sel.chunk_rows = (SAMPLES_PER_CHUNK / max_chan).clamp(1_000, 200_000);
+    opts.check()?;
+    // The writer refuses an existing --out or one inside --like; this also catches the truth
+    // image under any spelling.
+    check_output(&args.out, &[&args.image, &args.like])?;
 
-    let fld = &info.fields[field_id];
-    let centre = fld.phase_dir.to_j2000_at(info.time_range.0 / 86400.0);
-    let (ra0, dec0) = (
-        centre.ra.to_degrees().rem_euclid(360.0),
-        centre.dec.to_degrees(),
-    );
-    let g = truth.geometry;
-    if let Some((ra, dec)) = truth.crval {
-        let sep = separation(ra.to_radians(), dec.to_radians(), centre.ra, centre.dec);
-        if sep > g.dx.max(g.dy) {
-            eprintln!(
-                "warning: the truth's CRVAL ({ra:.6}°, {dec:.6}°) is {:.2}″ from the phase centre \
-                 of field {field_id} '{}' ({ra0:.6}°, {dec0:.6}° J2000): the truth is re-centred \
-                 on the phase centre",
-                sep.to_degrees() * 3600.0,
-                fld.name
-            );
-        }
-    }
-
-    let bar = ProgressBar::new(info.n_rows as u64).with_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} rows ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_message("simulating");
-    let opts = NufftOptions {
-        epsilon: args.compute.epsilon,
-        ..Default::default()
-    };
-    let model = |m: &VisChunkMeta| -> anyhow::Result<StokesModel> {
-        let vis: Vec<Complex<f64>> = dirty2ms(&g, &m.uvw, &m.freq, &truth.pixels, &opts)?;
-        if let Some(&last) = m.rows.last() {
-            bar.set_position(last + 1);
-        }
-        Ok(StokesModel {
-            vis,
-            sigma: args.noise,
-        })
-    };
-    let stats = ms_io::simulate_like(&args.like, &args.out, &sel, args.seed, model)
-        .with_context(|| format!("simulating {}", args.out.display()))?;
+    let bar = stage_bar();
+    let r = simulate(&opts, &Terminal::bar(&bar));
     bar.finish_and_clear();
+    report(&opts, &r?);
+    Ok(())
+}
 
-    println!("{}", args.out.display());
+fn report(opts: &SimulateOptions, r: &SimulateResult) {
+    let (ra0, dec0) = r.phase_centre;
+    let g = &r.geometry;
+    let s = &r.stats;
+    println!("{}", opts.out.display());
     println!(
-        "  like {} (field {field_id} '{}', phase centre {ra0:.6}° {dec0:.6}° J2000)",
-        args.like.display(),
-        fld.name
+        "  like {} (field {} '{}', phase centre {ra0:.6}° {dec0:.6}° J2000)",
+        opts.like.display(),
+        r.field_id,
+        r.field_name
     );
     println!(
         "  truth {}: {}×{} pixels of {}, total flux {:.6} Jy, peak {:.6} Jy/pixel",
-        args.image.display(),
+        opts.image.display(),
         g.nx,
         g.ny,
-        super::common::format_angle(g.dx),
-        truth.flux,
-        truth.peak
+        format_angle(g.dx),
+        r.flux,
+        r.peak
     );
     println!(
         "  rows written {} ({} simulated, {} outside the selection zeroed and flagged), \
          {} Stokes I samples",
-        stats.rows, stats.simulated_rows, stats.flagged_out_rows, stats.simulated_samples
+        s.rows, s.simulated_rows, s.flagged_out_rows, s.simulated_samples
     );
-    if args.noise > 0.0 {
+    if opts.noise > 0.0 {
         println!(
             "  noise σ = {} Jy per real part of Stokes I (σ_c = √2·σ = {:.6} Jy per parallel \
              hand), seed {}",
-            args.noise,
-            std::f64::consts::SQRT_2 * args.noise,
-            args.seed
+            opts.noise,
+            std::f64::consts::SQRT_2 * opts.noise,
+            opts.seed
         );
     } else {
         println!("  noiseless (unit weights)");
     }
-    println!("  done in {:.1} s", start.elapsed().as_secs_f64());
-    Ok(())
+    println!("  done in {:.1} s", r.time.as_secs_f64());
 }

@@ -13,4 +13,5 @@ pub mod image;
 pub mod lens;
 pub mod prior_check;
 pub mod resources;
+pub mod simulate;
 pub mod vis;
