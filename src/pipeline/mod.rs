@@ -8,6 +8,7 @@ mod error;
 
 pub use error::{Context, PipelineError, Result};
 pub mod clean;
+pub mod denoise;
 pub mod dirty;
 pub mod image;
 pub mod lens;

@@ -21,6 +21,9 @@
 //! Only the part of the PSF within ±(model size − 1) of its centre can reach an output pixel;
 //! the rest is dropped before the FFTs (exactly, after normalising to sum 1 over the whole PSF).
 
+pub mod prep;
+pub mod wcs;
+
 use std::sync::Arc;
 
 use num_complex::Complex;
