@@ -11,6 +11,14 @@ Errors raise :class:`InterfImageError` with the command line's messages; Ctrl-C 
 run with ``KeyboardInterrupt``.
 """
 
-from ._core import InterfImageError, Nufft, Prior, image, read_vis, validate
+from ._core import InterfImageError, Nufft, Prior, image, read_vis, train_prior, validate
 
-__all__ = ["InterfImageError", "Nufft", "Prior", "image", "read_vis", "validate"]
+__all__ = [
+    "InterfImageError",
+    "Nufft",
+    "Prior",
+    "image",
+    "read_vis",
+    "train_prior",
+    "validate",
+]

@@ -119,3 +119,27 @@ def validate(
     ``ecp``, ``max_deviation``, ``band_half_width``, ``verdict``), ``summary`` (pixel coverage,
     χ², RMSE), ``truth_indices``, ``header``.
     """
+
+def train_prior(
+    data: _Path,
+    out: _Path,
+    *,
+    steps: int = 2000,
+    preset: str = "small",
+    size: int = 64,
+    batch: int = 16,
+    lr: float = 2e-4,
+    val_fraction: float = 0.1,
+    split_seed: int = 0,
+    seed: int = 0,
+    sigma_min: float = 1e-3,
+    sigma_max: Optional[float] = None,
+    checkpoint_every: int = 250,
+    max_minutes: Optional[float] = None,
+    resume: bool = False,
+) -> dict[str, Any]:
+    """Trains a prior on images (.npy N×H×W or a FITS cube), as ``interf-image prior train``.
+
+    Returns ``steps``, ``final_loss``, ``final_val_loss``, ``n_train``, ``n_val``,
+    ``wall_time_s``, ``out``, ``stopped_early``; ``Prior(out)`` loads the result.
+    """

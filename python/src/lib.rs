@@ -6,7 +6,9 @@
 use std::path::PathBuf;
 
 use numpy::ndarray::{Array2, Array3};
-use numpy::{Complex64, IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{
+    Complex64, IntoPyArray, PyArray2, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyKeyboardInterrupt};
 use pyo3::prelude::*;
@@ -159,7 +161,13 @@ fn image2<'py>(py: Python<'py>, v: &[f32], ny: usize, nx: usize) -> PyResult<Bou
     Ok(a.into_pyarray(py).into_any())
 }
 
-fn cube<'py>(py: Python<'py>, v: &[f32], n: usize, ny: usize, nx: usize) -> PyResult<Bound<'py, PyAny>> {
+fn cube<'py>(
+    py: Python<'py>,
+    v: &[f32],
+    n: usize,
+    ny: usize,
+    nx: usize,
+) -> PyResult<Bound<'py, PyAny>> {
     let a = Array3::from_shape_vec((n, ny, nx), v.to_vec()).map_err(other_err)?;
     Ok(a.into_pyarray(py).into_any())
 }
@@ -196,13 +204,25 @@ fn read_vis<'py>(
     let (nrow, nchan) = (c.uvw.len(), c.freq.len());
     let d = PyDict::new(py);
     let uvw: Vec<f64> = c.uvw.iter().flatten().copied().collect();
-    d.set_item("uvw", Array2::from_shape_vec((nrow, 3), uvw).map_err(other_err)?.into_pyarray(py))?;
+    d.set_item(
+        "uvw",
+        Array2::from_shape_vec((nrow, 3), uvw)
+            .map_err(other_err)?
+            .into_pyarray(py),
+    )?;
     d.set_item("freq", c.freq.clone().into_pyarray(py))?;
     let vis: Vec<numpy::Complex32> = c.vis.clone();
-    d.set_item("vis", Array2::from_shape_vec((nrow, nchan), vis).map_err(other_err)?.into_pyarray(py))?;
+    d.set_item(
+        "vis",
+        Array2::from_shape_vec((nrow, nchan), vis)
+            .map_err(other_err)?
+            .into_pyarray(py),
+    )?;
     d.set_item(
         "weight",
-        Array2::from_shape_vec((nrow, nchan), c.weight.clone()).map_err(other_err)?.into_pyarray(py),
+        Array2::from_shape_vec((nrow, nchan), c.weight.clone())
+            .map_err(other_err)?
+            .into_pyarray(py),
     )?;
     d.set_item("antenna1", c.antenna1.clone().into_pyarray(py))?;
     d.set_item("antenna2", c.antenna2.clone().into_pyarray(py))?;
@@ -238,9 +258,14 @@ impl Nufft {
                 uvw.shape()
             )));
         }
-        let rows: Vec<[f64; 3]> = uvw_a.rows().into_iter().map(|r| [r[0], r[1], r[2]]).collect();
+        let rows: Vec<[f64; 3]> = uvw_a
+            .rows()
+            .into_iter()
+            .map(|r| [r[0], r[1], r[2]])
+            .collect();
         let freq: Vec<f64> = freq.as_array().to_vec();
-        let mask: Option<Vec<bool>> = weight.map(|w| w.as_array().iter().map(|&x| x > 0.0).collect());
+        let mask: Option<Vec<bool>> =
+            weight.map(|w| w.as_array().iter().map(|&x| x > 0.0).collect());
         if let Some(m) = &mask {
             if m.len() != rows.len() * freq.len() {
                 return Err(InterfImageError::new_err(format!(
@@ -256,7 +281,8 @@ impl Nufft {
             epsilon,
             ..Default::default()
         };
-        let op = RustNufft::new(geometry, &rows, &freq, mask.as_deref(), &opts).map_err(other_err)?;
+        let op =
+            RustNufft::new(geometry, &rows, &freq, mask.as_deref(), &opts).map_err(other_err)?;
         Ok(Self { op, size })
     }
 
@@ -267,7 +293,11 @@ impl Nufft {
     }
 
     /// `V = A x` for an image `(size, size)`: complex128 of shape `(n_vis,)`.
-    fn forward<'py>(&self, py: Python<'py>, image: PyReadonlyArray2<'_, f64>) -> PyResult<Bound<'py, PyAny>> {
+    fn forward<'py>(
+        &self,
+        py: Python<'py>,
+        image: PyReadonlyArray2<'_, f64>,
+    ) -> PyResult<Bound<'py, PyAny>> {
         let x: Vec<f64> = image.as_array().iter().copied().collect();
         if x.len() != self.size * self.size {
             return Err(InterfImageError::new_err(format!(
@@ -281,7 +311,11 @@ impl Nufft {
     }
 
     /// `x = Aᵀ V` (the unnormalised dirty image) for visibilities of shape `(n_vis,)`.
-    fn adjoint<'py>(&self, py: Python<'py>, vis: PyReadonlyArray1<'_, Complex64>) -> PyResult<Bound<'py, PyArray2<f64>>> {
+    fn adjoint<'py>(
+        &self,
+        py: Python<'py>,
+        vis: PyReadonlyArray1<'_, Complex64>,
+    ) -> PyResult<Bound<'py, PyArray2<f64>>> {
         let v: Vec<Complex64> = vis.as_array().to_vec();
         if v.len() != self.op.n_vis() {
             return Err(InterfImageError::new_err(format!(
@@ -327,9 +361,23 @@ impl Prior {
     /// `n` draws from the prior (Euler–Maruyama, Tweedie-denoised), prior units (peak ≈ 1):
     /// shape `(n, size, size)`.
     #[pyo3(signature = (n, *, steps=300, seed=0, batch=16))]
-    fn sample<'py>(&self, py: Python<'py>, n: usize, steps: usize, seed: u64, batch: usize) -> PyResult<Bound<'py, PyAny>> {
-        let draws = interf_image::validate::truths::from_prior(&self.model, n, steps, batch, seed, &PythonSignals)
-            .map_err(|e| py_err(e.into()))?;
+    fn sample<'py>(
+        &self,
+        py: Python<'py>,
+        n: usize,
+        steps: usize,
+        seed: u64,
+        batch: usize,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let draws = interf_image::validate::truths::from_prior(
+            &self.model,
+            n,
+            steps,
+            batch,
+            seed,
+            &PythonSignals,
+        )
+        .map_err(|e| py_err(e.into()))?;
         let s = self.model.image_size();
         cube(py, &draws.concat(), draws.len(), s, s)
     }
@@ -337,7 +385,9 @@ impl Prior {
     fn __repr__(&self) -> String {
         format!(
             "Prior({}, {}²)",
-            self.path.as_ref().map_or("built-in".into(), |p| format!("'{}'", p.display())),
+            self.path
+                .as_ref()
+                .map_or("built-in".into(), |p| format!("'{}'", p.display())),
             self.model.image_size()
         )
     }
@@ -357,7 +407,9 @@ fn method(s: &str) -> PyResult<Method> {
     match s.to_ascii_lowercase().as_str() {
         "cla" => Ok(Method::Cla),
         "dps" => Ok(Method::Dps),
-        _ => Err(InterfImageError::new_err(format!("method: '{s}' is not one of cla, dps"))),
+        _ => Err(InterfImageError::new_err(format!(
+            "method: '{s}' is not one of cla, dps"
+        ))),
     }
 }
 
@@ -428,7 +480,8 @@ fn image<'py>(
     o.total_flux = total_flux;
     o.noise = parse::<NoiseSource>("noise", noise)?;
     o.nufft.epsilon = epsilon;
-    let r = interf_image::pipeline::image::image(&prior.model, &o, &PythonSignals).map_err(py_err)?;
+    let r =
+        interf_image::pipeline::image::image(&prior.model, &o, &PythonSignals).map_err(py_err)?;
     let (n, s) = (r.n_samples, r.side);
     let d = PyDict::new(py);
     d.set_item("samples", cube(py, &r.samples, n, s, s)?)?;
@@ -535,7 +588,8 @@ fn validate<'py>(
         },
         max_memory: None,
     };
-    let r = interf_image::pipeline::validate::validate(&prior.model, &opts, &PythonSignals).map_err(py_err)?;
+    let r = interf_image::pipeline::validate::validate(&prior.model, &opts, &PythonSignals)
+        .map_err(py_err)?;
     let v = &r.validation;
     let s = r.side;
     let k = v.truths.len();
@@ -558,6 +612,95 @@ fn validate<'py>(
     Ok(d)
 }
 
+/// Trains a prior on images (.npy N×H×W or a FITS cube), as `interf-image prior train`: a
+/// validation split held out, the 8 dihedral symmetries and small shifts as augmentation, σ_max
+/// by Song & Ermon's rule, EMA weights, checkpoints every `checkpoint_every` steps (resumable
+/// with `resume=True`). Returns the training summary; `Prior(out)` loads the result.
+#[pyfunction]
+#[pyo3(signature = (data, out, *, steps=2000, preset="small", size=64, batch=16, lr=2e-4,
+    val_fraction=0.1, split_seed=0, seed=0, sigma_min=1e-3, sigma_max=None, checkpoint_every=250,
+    max_minutes=None, resume=false))]
+#[allow(clippy::too_many_arguments)]
+fn train_prior<'py>(
+    py: Python<'py>,
+    data: PathBuf,
+    out: PathBuf,
+    steps: usize,
+    preset: &str,
+    size: usize,
+    batch: usize,
+    lr: f64,
+    val_fraction: f64,
+    split_seed: u64,
+    seed: u64,
+    sigma_min: f64,
+    sigma_max: Option<f64>,
+    checkpoint_every: usize,
+    max_minutes: Option<f64>,
+    resume: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    use interf_image::pipeline::train::{train_prior as run, SdeChoice, TrainOptions};
+    use interf_image::prior::data::{NormKind, Preprocess, Resample};
+    use interf_image::prior::model::UNetConfig;
+    use interf_image::prior::train::TrainConfig;
+    let occupied = out.read_dir().is_ok_and(|mut d| d.next().is_some());
+    if occupied && !resume {
+        return Err(InterfImageError::new_err(format!(
+            "{} exists and is not empty: give resume=True to continue its training, or another folder",
+            out.display()
+        )));
+    }
+    let network = match preset {
+        "tiny" => UNetConfig::tiny(size),
+        "small" => UNetConfig::small(size),
+        "large" => UNetConfig::large(size),
+        other => {
+            return Err(InterfImageError::new_err(format!(
+                "preset: '{other}' is not one of tiny, small, large"
+            )))
+        }
+    };
+    let opts = TrainOptions {
+        data,
+        out,
+        preprocess: Preprocess {
+            size,
+            crop: None,
+            resample: Resample::Area,
+            norm: NormKind::PerImagePeak,
+        },
+        network,
+        sde: SdeChoice::Ve {
+            sigma_min,
+            sigma_max,
+        },
+        config: TrainConfig {
+            batch_size: batch,
+            learning_rate: lr,
+            max_steps: steps,
+            max_minutes,
+            seed,
+            checkpoint_every,
+            val_fraction,
+            split_seed,
+            ..Default::default()
+        },
+        resume,
+        max_memory: None,
+    };
+    let s = run(&opts, &candle_core::Device::Cpu, &PythonSignals).map_err(py_err)?;
+    let d = PyDict::new(py);
+    d.set_item("steps", s.steps)?;
+    d.set_item("final_loss", s.final_loss)?;
+    d.set_item("final_val_loss", s.final_val_loss)?;
+    d.set_item("n_train", s.n_train)?;
+    d.set_item("n_val", s.n_val)?;
+    d.set_item("wall_time_s", s.wall_time_s)?;
+    d.set_item("out", s.out_dir)?;
+    d.set_item("stopped_early", s.stopped_early)?;
+    Ok(d)
+}
+
 /// Serialising a result struct to JSON for Python without naming its type.
 mod erased {
     pub trait Ser {
@@ -576,6 +719,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(read_vis, m)?)?;
     m.add_function(wrap_pyfunction!(image, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
+    m.add_function(wrap_pyfunction!(train_prior, m)?)?;
     m.add_class::<Nufft>()?;
     m.add_class::<Prior>()?;
     Ok(())

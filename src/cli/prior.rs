@@ -11,8 +11,8 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::prior::data::{self, NormKind, Preprocess, Resample};
-use crate::prior::sde::{sigma_max_from_data, Sde, SdeConfig, VeSde, VpSde};
-use crate::prior::train::{self, TrainConfig};
+use crate::prior::sde::{Sde, SdeConfig, VpSde};
+use crate::prior::train::TrainConfig;
 use crate::prior::{ScoreModel, UNetConfig};
 use crate::sample;
 
@@ -431,150 +431,12 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         .collect();
     super::common::check_checkpoint_dir(&a.out, a.resume, a.force, &inputs)?;
     let dev = device(a.device)?;
-    let raw = data::read_images(&a.data)?;
-    let pp = Preprocess {
-        size: a.size,
-        crop: a.crop,
-        resample: if a.bilinear {
-            Resample::Bilinear
-        } else {
-            Resample::Area
-        },
-        norm: match a.norm {
-            NormArg::Peak => NormKind::PerImagePeak,
-            NormArg::Minmax => NormKind::GlobalMinMax,
-        },
-    };
-    let ds = data::prepare(&raw, &pp, &a.data)?;
-    if ds.images.n == 0 {
-        bail!("{}: holds no image to train on", a.data.display());
-    }
-    if (0..ds.images.n).all(|i| ds.images.image(i).iter().all(|&v| v == 0.0)) {
-        bail!(
-            "{}: every one of its {} images is zero (after cropping and normalising): nothing \
-             to learn",
-            a.data.display(),
-            ds.images.n
-        );
-    }
-    eprintln!(
-        "data: {} images {}×{} from {} → {}², {:?}",
-        raw.n,
-        raw.h,
-        raw.w,
-        a.data.display(),
-        a.size,
-        ds.normalisation
-    );
-    let tc = TrainConfig {
-        batch_size: a.batch,
-        learning_rate: a.lr,
-        weight_decay: a.weight_decay,
-        warmup_steps: a.warmup,
-        grad_clip: a.grad_clip,
-        ema_decay: a.ema,
-        max_steps: a.steps,
-        max_minutes: a.max_minutes,
-        seed: a.seed,
-        augment: !a.no_augment,
-        log_every: a.log_every,
-        checkpoint_every: a.checkpoint_every,
-        val_fraction: a.val_fraction,
-        split_seed: a.split_seed,
-        val_max: a.val_max,
-        shift_px: a.shift_px,
-        ..Default::default()
-    };
-    let split = train::split_for(&ds, &tc)?;
-    let train_idx = split.train_indices();
-    eprintln!(
-        "split: {} training, {} validation images (--val-fraction {}, --split-seed {}); \
-         augmentation: {}",
-        train_idx.len(),
-        split.val_indices.len(),
-        a.val_fraction,
-        a.split_seed,
-        if a.no_augment {
-            "none".to_string()
-        } else {
-            format!(
-                "8 dihedral symmetries, shifts of ±{} px (zero fill)",
-                a.shift_px
-            )
-        }
-    );
-    let net_cfg = match &a.network_json {
-        Some(p) => serde_json::from_str(
-            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
-        )
-        .with_context(|| format!("{}: not a network config", p.display()))?,
-        None => match a.preset {
-            PresetArg::Tiny => UNetConfig::tiny(a.size),
-            PresetArg::Small => UNetConfig::small(a.size),
-            PresetArg::Large => UNetConfig::large(a.size),
-        },
-    };
-    let net_cfg: UNetConfig = net_cfg;
-    net_cfg
-        .validate()
-        .and_then(|()| crate::prior::checkpoint::check_network_size(&net_cfg))
-        .map_err(anyhow::Error::msg)?;
-    super::common::check_network_batch(&net_cfg, a.batch, true, a.max_memory)?;
-    let sde = match a.sde {
-        SdeArg::Ve => {
-            let smax = match a.sigma_max {
-                Some(s) => s,
-                None => {
-                    // Song & Ermon's rule on the training part only: σ_max must not depend
-                    // on the images held out.
-                    let imgs: Vec<&[f32]> = train_idx.iter().map(|&i| ds.images.image(i)).collect();
-                    let s = sigma_max_from_data(&imgs, 1000);
-                    // One image, or identical (e.g. all-zero) images, have no spread to set
-                    // the largest noise level from.
-                    if s.is_nan() || s <= a.sigma_min {
-                        bail!(
-                            "{}: the largest distance between two training images is {s} \
-                             ({} training images): need at least two different images, or \
-                             give --sigma-max",
-                            a.data.display(),
-                            imgs.len()
-                        );
-                    }
-                    s
-                }
-            };
-            SdeConfig::Ve(
-                VeSde::try_new(a.sigma_min, smax)
-                    .map_err(|e| anyhow::anyhow!("--sigma-min/--sigma-max: {e}"))?,
-            )
-        }
-        SdeArg::Vp => SdeConfig::Vp(
-            VpSde::try_new(a.beta_min, a.beta_max)
-                .map_err(|e| anyhow::anyhow!("--beta-min/--beta-max: {e}"))?,
-        ),
-    };
-    eprintln!("sde: {sde:?}");
-    {
-        let (_, vm) = crate::prior::model::new_unet(&net_cfg, 0, &Device::Cpu)?;
-        eprintln!(
-            "network: {} parameters ({:?})",
-            crate::prior::model::num_params(&vm),
-            net_cfg
-        );
-    }
+    let opts = train_options(&a)?;
     let created = !a.out.exists();
     let bar = super::interrupt::training_bar(a.quiet);
-    let s = train::train(
-        &ds,
-        &net_cfg,
-        sde,
-        tc,
-        &a.out,
-        a.resume,
-        &dev,
-        &super::interrupt::Terminal::bar(&bar),
-    )
-    .inspect_err(|_| remove_if_no_checkpoint(&a.out, created))?;
+    let s =
+        crate::pipeline::train::train_prior(&opts, &dev, &super::interrupt::Terminal::bar(&bar))
+            .inspect_err(|_| remove_if_no_checkpoint(&a.out, created))?;
     bar.finish();
     if s.stopped_early {
         eprintln!(
@@ -597,6 +459,71 @@ fn run_train(a: TrainArgs) -> anyhow::Result<()> {
         s.out_dir.display()
     );
     Ok(())
+}
+
+/// The training job's options from the command line.
+fn train_options(a: &TrainArgs) -> anyhow::Result<crate::pipeline::train::TrainOptions> {
+    use crate::pipeline::train::{SdeChoice, TrainOptions};
+    let network: UNetConfig = match &a.network_json {
+        Some(p) => serde_json::from_str(
+            &std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?,
+        )
+        .with_context(|| format!("{}: not a network config", p.display()))?,
+        None => match a.preset {
+            PresetArg::Tiny => UNetConfig::tiny(a.size),
+            PresetArg::Small => UNetConfig::small(a.size),
+            PresetArg::Large => UNetConfig::large(a.size),
+        },
+    };
+    Ok(TrainOptions {
+        data: a.data.clone(),
+        out: a.out.clone(),
+        preprocess: Preprocess {
+            size: a.size,
+            crop: a.crop,
+            resample: if a.bilinear {
+                Resample::Bilinear
+            } else {
+                Resample::Area
+            },
+            norm: match a.norm {
+                NormArg::Peak => NormKind::PerImagePeak,
+                NormArg::Minmax => NormKind::GlobalMinMax,
+            },
+        },
+        network,
+        sde: match a.sde {
+            SdeArg::Ve => SdeChoice::Ve {
+                sigma_min: a.sigma_min,
+                sigma_max: a.sigma_max,
+            },
+            SdeArg::Vp => SdeChoice::Given(SdeConfig::Vp(
+                VpSde::try_new(a.beta_min, a.beta_max)
+                    .map_err(|e| anyhow::anyhow!("--beta-min/--beta-max: {e}"))?,
+            )),
+        },
+        config: TrainConfig {
+            batch_size: a.batch,
+            learning_rate: a.lr,
+            weight_decay: a.weight_decay,
+            warmup_steps: a.warmup,
+            grad_clip: a.grad_clip,
+            ema_decay: a.ema,
+            max_steps: a.steps,
+            max_minutes: a.max_minutes,
+            seed: a.seed,
+            augment: !a.no_augment,
+            log_every: a.log_every,
+            checkpoint_every: a.checkpoint_every,
+            val_fraction: a.val_fraction,
+            split_seed: a.split_seed,
+            val_max: a.val_max,
+            shift_px: a.shift_px,
+            ..Default::default()
+        },
+        resume: a.resume,
+        max_memory: a.max_memory,
+    })
 }
 
 /// After a failed training run: removes the folder it created when no checkpoint reached it
