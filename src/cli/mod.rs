@@ -6,6 +6,8 @@ mod common;
 pub mod compare_priors;
 pub mod denoise;
 pub mod dirty;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod image;
 pub mod interrupt;
 pub mod lens;

@@ -123,8 +123,9 @@ pub fn simulate(opts: &SimulateOptions, obs: &dyn Observer) -> Result<SimulateRe
             sigma: opts.noise,
         })
     };
-    let stats = ms_io::simulate_like::<PipelineError>(&opts.like, &opts.out, &sel, opts.seed, model)
-        .with_context(|| format!("simulating {}", opts.out.display()))?;
+    let stats =
+        ms_io::simulate_like::<PipelineError>(&opts.like, &opts.out, &sel, opts.seed, model)
+            .with_context(|| format!("simulating {}", opts.out.display()))?;
     Ok(SimulateResult {
         stats,
         field_id,
