@@ -4,32 +4,10 @@ use std::path::Path;
 
 use anyhow::{bail, Context};
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
-use ms_io::{DataColumn, FieldSelector, Selection, VisChunk, VisSource};
+use ms_io::{DataColumn, FieldSelector, Selection};
 
-pub use crate::pipeline::resources::{
-    check_field_of_view, check_memory, check_network_batch, format_angle, gridding_memory,
-    single_plane,
-};
-pub use crate::pipeline::vis::{
-    count_usable, freq_range, longest_baseline, open_selection, sky_header,
-};
-
-/// [`crate::pipeline::vis::read_vis`] behind a progress bar, Ctrl-C to stop.
-pub fn read_with_progress<V: VisSource + ?Sized>(
-    ms: &V,
-    sel: &Selection,
-) -> anyhow::Result<Vec<VisChunk>> {
-    let bar = ProgressBar::new(ms.info().n_rows as u64).with_style(
-        ProgressStyle::with_template("{msg:>10} [{bar:40}] {pos}/{len} rows ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    bar.set_message("reading");
-    let chunks = crate::pipeline::vis::read_vis(ms, sel, &super::interrupt::Terminal::bar(&bar));
-    bar.finish_and_clear();
-    Ok(chunks?)
-}
+pub use crate::pipeline::resources::{check_network_batch, format_angle};
+pub use crate::pipeline::vis::open_selection;
 
 /// `NAME` for outputs when the user gave none: the MS name without `.ms`.
 pub fn default_name(vis: &Path) -> String {
@@ -154,7 +132,10 @@ pub use super::outputs::{check_checkpoint_dir, check_output, check_outputs, outp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::vis::mjd_seconds_to_iso;
+    // The shared helpers these tests cover moved to the pipeline layer.
+    use crate::pipeline::resources::{check_field_of_view, check_memory};
+    use crate::pipeline::vis::{count_usable, mjd_seconds_to_iso};
+    use ms_io::VisChunk;
 
     #[test]
     fn angles_in_wsclean_units() {

@@ -28,6 +28,14 @@ pub enum FitsError {
     #[error("{}: {problem}", .path.display())]
     BadInput { path: PathBuf, problem: String },
 
+    /// A file that is not the single 2-D image an input must be; `what` names the input.
+    #[error("{what} {}: {problem}", .path.display())]
+    NotAPlane {
+        what: String,
+        path: PathBuf,
+        problem: String,
+    },
+
     #[error("{}: {context}: {source}", .path.display())]
     Io {
         path: PathBuf,

@@ -40,6 +40,36 @@ impl FitsImage {
     }
 
     /// The value text of the first card named `key` (case-insensitive).
+    /// The one 2-D plane of the image: refuses a 1-D array (a spectrum is not an image) and a
+    /// cube with more than one plane (which plane was meant cannot be guessed); degenerate axes
+    /// of length 1 (WSClean's FREQ and STOKES) are fine. `what` names the input in the error.
+    pub fn single_plane(&self, what: &str) -> Result<(usize, usize, Vec<f64>), FitsError> {
+        let shape = &self.shape;
+        let bad = |problem: String| FitsError::NotAPlane {
+            what: what.to_string(),
+            path: self.path.clone(),
+            problem,
+        };
+        if shape.len() < 2 {
+            return Err(bad(format!(
+                "a {}-D array of shape {shape:?}, not a 2-D image",
+                shape.len()
+            )));
+        }
+        let planes: usize = shape[..shape.len() - 2].iter().product();
+        if planes > 1 {
+            return Err(bad(format!(
+                "a cube of {planes} planes (shape {shape:?}); give a single 2-D image \
+                 (extract the plane you mean)"
+            )));
+        }
+        let (ny, nx, data) = self.plane();
+        if ny == 0 || nx == 0 {
+            return Err(bad(format!("the image is empty ({ny}×{nx} pixels)")));
+        }
+        Ok((ny, nx, data))
+    }
+
     pub fn get(&self, key: &str) -> Option<&str> {
         self.position(key).map(|i| self.header[i].1.as_str())
     }

@@ -14,7 +14,6 @@ use std::time::Instant;
 
 use candle_core::Device;
 
-use super::resources::single_plane;
 use super::{Context, Result};
 use crate::io::{read_image, FitsImage, HeaderValue, SkyHeader};
 use crate::likelihood::{GaussianLikelihood, LearnedNoiseLikelihood, LikelihoodScore};
@@ -150,7 +149,7 @@ fn read_plane(path: &Path, what: &str) -> Result<(FitsImage, usize, usize, Vec<f
         input_error!("{what} {}: no such file", path.display());
     }
     let img = read_image(path).with_context(|| format!("reading the {what} {}", path.display()))?;
-    let (ny, nx, data) = single_plane(&img, what)?;
+    let (ny, nx, data) = img.single_plane(what)?;
     Ok((img, ny, nx, data))
 }
 

@@ -141,29 +141,3 @@ pub fn check_field_of_view(nx: usize, ny: usize, scale: f64, longest: f64) -> Re
     }
     Ok(())
 }
-
-/// The one 2-D plane of a FITS image: refuses a 1-D array (a spectrum is not an image) and a
-/// cube with more than one plane (which plane was meant cannot be guessed); degenerate axes
-/// of length 1 (WSClean's FREQ and STOKES) are fine.
-pub fn single_plane(img: &crate::io::FitsImage, what: &str) -> Result<(usize, usize, Vec<f64>)> {
-    let shape = &img.shape;
-    let path = img.path.display();
-    if shape.len() < 2 {
-        input_error!(
-            "{what} {path}: a {}-D array of shape {shape:?}, not a 2-D image",
-            shape.len()
-        );
-    }
-    let planes: usize = shape[..shape.len() - 2].iter().product();
-    if planes > 1 {
-        input_error!(
-            "{what} {path}: a cube of {planes} planes (shape {shape:?}); give a single 2-D image \
-             (extract the plane you mean)"
-        );
-    }
-    let (ny, nx, data) = img.plane();
-    if ny == 0 || nx == 0 {
-        input_error!("{what} {path}: the image is empty ({ny}×{nx} pixels)");
-    }
-    Ok((ny, nx, data))
-}

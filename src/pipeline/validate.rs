@@ -198,11 +198,14 @@ pub fn validate(
 
 /// The truths in the prior's normalised units, and which images of the file when a split
 /// chose them.
+type ChosenTruths = (Vec<Vec<f32>>, Option<Vec<usize>>);
+
+/// Reads or draws the truths (see [`ChosenTruths`]).
 fn load_truths(
     model: &ScoreModel,
     opts: &CalibrationOptions,
     obs: &dyn Observer,
-) -> Result<(Vec<Vec<f32>>, Option<Vec<usize>>)> {
+) -> Result<ChosenTruths> {
     let p = &opts.posterior;
     let side = model.image_size();
     Ok(match &opts.truths {

@@ -59,7 +59,8 @@ fn plane(path: &Path, what: &str) -> Result<(usize, usize, Vec<f64>, FitsImage)>
         what: what.to_string(),
         source,
     })?;
-    let (ny, nx, v) = crate::pipeline::resources::single_plane(&img, what)
+    let (ny, nx, v) = img
+        .single_plane(what)
         .map_err(|e| LensDataError::Invalid(e.to_string()))?;
     Ok((ny, nx, v, img))
 }
