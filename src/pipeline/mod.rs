@@ -8,6 +8,7 @@ mod error;
 
 pub use error::{Context, PipelineError, Result};
 pub mod clean;
+pub mod compare_priors;
 pub mod denoise;
 pub mod dirty;
 pub mod image;
@@ -15,4 +16,7 @@ pub mod lens;
 pub mod prior_check;
 pub mod resources;
 pub mod simulate;
+pub mod split;
+pub mod train;
+pub mod validate;
 pub mod vis;
