@@ -11,13 +11,25 @@ Errors raise :class:`InterfImageError` with the command line's messages; Ctrl-C 
 run with ``KeyboardInterrupt``.
 """
 
-from ._core import InterfImageError, Nufft, Prior, image, read_vis, train_prior, validate
+from ._core import (
+    InterfImageError,
+    Nufft,
+    Prior,
+    denoise,
+    image,
+    lens,
+    read_vis,
+    train_prior,
+    validate,
+)
 
 __all__ = [
     "InterfImageError",
     "Nufft",
     "Prior",
+    "denoise",
     "image",
+    "lens",
     "read_vis",
     "train_prior",
     "validate",

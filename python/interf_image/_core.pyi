@@ -143,3 +143,51 @@ def train_prior(
     Returns ``steps``, ``final_loss``, ``final_val_loss``, ``n_train``, ``n_val``,
     ``wall_time_s``, ``out``, ``stopped_early``; ``Prior(out)`` loads the result.
     """
+
+def lens(
+    data: _Path,
+    noise: _Path,
+    lens: _Path,
+    *,
+    psf: Optional[_Path] = None,
+    uv: Optional[_Path] = None,
+    prior: Optional[_Path] = None,
+    samples: int = 16,
+    steps: int = 300,
+    method: str = "cla",
+    seed: int = 0,
+    alpha: float = 1.0,
+    source_size: int = 64,
+    image_size: int = 512,
+    supersample: int = 3,
+    flux_scale: Optional[float] = None,
+) -> dict[str, Any]:
+    """The source behind a strong lens (autolens ``tracer.json``), as ``interf-image lens``.
+
+    Keys: ``samples``, ``mean``, ``std``, ``truth`` (when the lens file has one),
+    ``source_header``; ``data``, ``model``, ``residual``, ``image_header``; ``chi2_samples``,
+    ``chi2_mean``, ``truth_correlation``, ``flux_scale``, ``mode``.
+    """
+
+def denoise(
+    image: _Path,
+    psf: _Path,
+    *,
+    sigma: Optional[float] = None,
+    prior: Optional[_Path] = None,
+    samples: int = 16,
+    steps: int = 300,
+    method: str = "cla",
+    seed: int = 0,
+    alpha: float = 1.0,
+    bin: int = 1,
+    upsample: int = 1,
+    margin: int = 4,
+    flux_scale: Optional[float] = None,
+) -> dict[str, Any]:
+    """PSF deconvolution of an HST image, as ``interf-image denoise``.
+
+    Keys: ``samples``, ``mean``, ``std``, ``header``; ``data``, ``prediction``,
+    ``residual_sigma``, ``data_header``; ``sigma``, ``chi2_samples``, ``data_flux``,
+    ``model_flux``, ``pixel_arcsec``.
+    """

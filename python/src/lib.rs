@@ -701,6 +701,167 @@ fn train_prior<'py>(
     Ok(d)
 }
 
+fn posterior(
+    samples: usize,
+    steps: usize,
+    method: &str,
+    seed: u64,
+    alpha: f32,
+) -> PyResult<PosteriorOptions> {
+    Ok(PosteriorOptions {
+        method: self::method(method)?,
+        n_samples: samples,
+        steps,
+        batch: samples.clamp(1, 64),
+        seed,
+        alpha,
+        corrector: None,
+    })
+}
+
+/// The source behind a strong lens (SIE + shear, an autolens `tracer.json`), as `interf-image
+/// lens`: from an image (`data`, `noise`, `psf`) or, with `uv`, from visibilities. Returns the
+/// source posterior (samples, mean, std with `source_header`), the lensed mean, the data and the
+/// residual (with `image_header`), and χ².
+#[pyfunction]
+#[pyo3(signature = (data, noise, lens, *, psf=None, uv=None, prior=None, samples=16, steps=300,
+    method="cla", seed=0, alpha=1.0, source_size=64, image_size=512, supersample=3,
+    flux_scale=None))]
+#[allow(clippy::too_many_arguments)]
+fn lens<'py>(
+    py: Python<'py>,
+    data: PathBuf,
+    noise: PathBuf,
+    lens: PathBuf,
+    psf: Option<PathBuf>,
+    uv: Option<PathBuf>,
+    prior: Option<PathBuf>,
+    samples: usize,
+    steps: usize,
+    method: &str,
+    seed: u64,
+    alpha: f32,
+    source_size: usize,
+    image_size: usize,
+    supersample: usize,
+    flux_scale: Option<f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use interf_image::operator::lens::data::RowOrder;
+    use interf_image::pipeline::lens::{FitMask, LensOptions};
+    let opts = LensOptions {
+        data,
+        noise,
+        psf,
+        lens,
+        uv,
+        source_size,
+        source_scale: None,
+        source_centre: None,
+        pixel_scale: None,
+        rows: RowOrder::Auto,
+        max_memory: None,
+        image_size,
+        supersample,
+        mask: FitMask::Auto,
+        flux_scale,
+        prior,
+        device: candle_core::Device::Cpu,
+        posterior: posterior(samples, steps, method, seed, alpha)?,
+    };
+    let r = interf_image::pipeline::lens::lens(&opts, &PythonSignals).map_err(py_err)?;
+    let (sy, sx) = (r.source.ny, r.source.nx);
+    let (iy, ix) = (r.image_grid.ny, r.image_grid.nx);
+    let d = PyDict::new(py);
+    d.set_item(
+        "samples",
+        cube(py, &r.samples.concat(), r.samples.len(), sy, sx)?,
+    )?;
+    d.set_item("mean", image2(py, &r.mean, sy, sx)?)?;
+    d.set_item("std", image2(py, &r.std, sy, sx)?)?;
+    if let Some(t) = &r.truth {
+        d.set_item("truth", image2(py, t, sy, sx)?)?;
+    }
+    d.set_item("truth_correlation", r.truth_correlation)?;
+    d.set_item("source_header", header_dict(py, &r.source_header, sy, sx)?)?;
+    d.set_item("data", image2(py, &r.data_image, iy, ix)?)?;
+    d.set_item("model", image2(py, &r.model_image, iy, ix)?)?;
+    d.set_item("residual", image2(py, &r.residual, iy, ix)?)?;
+    d.set_item("residual_label", &r.residual_label)?;
+    d.set_item("image_header", header_dict(py, &r.image_header, iy, ix)?)?;
+    d.set_item(
+        "chi2_samples",
+        r.reduced_chi2_samples.clone().into_pyarray(py),
+    )?;
+    d.set_item("chi2_mean", r.reduced_chi2_mean)?;
+    d.set_item("flux_scale", r.flux_scale)?;
+    d.set_item("mode", &r.mode)?;
+    Ok(d)
+}
+
+/// PSF deconvolution of an optical (HST) image, as `interf-image denoise`: the posterior of the
+/// sky on a cut-out (samples, mean, std with `header`), the data, the prediction and
+/// residual/σ (with `data_header`), χ² and fluxes.
+#[pyfunction]
+#[pyo3(signature = (image, psf, *, sigma=None, prior=None, samples=16, steps=300, method="cla",
+    seed=0, alpha=1.0, bin=1, upsample=1, margin=4, flux_scale=None))]
+#[allow(clippy::too_many_arguments)]
+fn denoise<'py>(
+    py: Python<'py>,
+    image: PathBuf,
+    psf: PathBuf,
+    sigma: Option<f64>,
+    prior: Option<PathBuf>,
+    samples: usize,
+    steps: usize,
+    method: &str,
+    seed: u64,
+    alpha: f32,
+    bin: usize,
+    upsample: usize,
+    margin: usize,
+    flux_scale: Option<f64>,
+) -> PyResult<Bound<'py, PyDict>> {
+    use interf_image::operator::hst::prep::PsfSampling;
+    use interf_image::pipeline::denoise::DenoiseOptions;
+    let opts = DenoiseOptions {
+        image,
+        psf,
+        sigma,
+        bin,
+        upsample,
+        psf_sampling: PsfSampling::Observed,
+        margin,
+        centre: None,
+        shift: [0.0, 0.0],
+        flux_scale,
+        prior,
+        noise_model: None,
+        device: candle_core::Device::Cpu,
+        posterior: posterior(samples, steps, method, seed, alpha)?,
+    };
+    let r = interf_image::pipeline::denoise::denoise(&opts, &PythonSignals).map_err(py_err)?;
+    let s = r.side;
+    let [dy, dx] = r.cutout.binned_shape;
+    let d = PyDict::new(py);
+    d.set_item("samples", cube(py, &r.samples, r.n_samples, s, s)?)?;
+    d.set_item("mean", image2(py, &r.mean, s, s)?)?;
+    d.set_item("std", image2(py, &r.std, s, s)?)?;
+    d.set_item("header", header_dict(py, &r.model_header, s, s)?)?;
+    d.set_item("data", image2(py, &r.data, dy, dx)?)?;
+    d.set_item("prediction", image2(py, &r.prediction, dy, dx)?)?;
+    d.set_item("residual_sigma", image2(py, &r.residual_sigma, dy, dx)?)?;
+    d.set_item("data_header", header_dict(py, &r.data_header, dy, dx)?)?;
+    d.set_item("sigma", r.sigma)?;
+    d.set_item(
+        "chi2_samples",
+        r.reduced_chi2_samples.clone().into_pyarray(py),
+    )?;
+    d.set_item("data_flux", r.data_flux)?;
+    d.set_item("model_flux", r.model_flux)?;
+    d.set_item("pixel_arcsec", r.pixel_asec)?;
+    Ok(d)
+}
+
 /// Serialising a result struct to JSON for Python without naming its type.
 mod erased {
     pub trait Ser {
@@ -720,6 +881,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(image, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(train_prior, m)?)?;
+    m.add_function(wrap_pyfunction!(lens, m)?)?;
+    m.add_function(wrap_pyfunction!(denoise, m)?)?;
     m.add_class::<Nufft>()?;
     m.add_class::<Prior>()?;
     Ok(())

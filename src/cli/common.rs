@@ -7,7 +7,6 @@ use clap::Args;
 use ms_io::{DataColumn, FieldSelector, Selection};
 
 pub use crate::pipeline::resources::{check_network_batch, format_angle};
-pub use crate::pipeline::vis::open_selection;
 
 /// `NAME` for outputs when the user gave none: the MS name without `.ms`.
 pub fn default_name(vis: &Path) -> String {

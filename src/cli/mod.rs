@@ -14,7 +14,7 @@ pub mod lens;
 pub mod noise;
 mod outputs;
 
-pub use common::{open_selection, SelectionArgs};
+pub use common::SelectionArgs;
 pub mod prior;
 pub mod simulate;
 pub mod validate;

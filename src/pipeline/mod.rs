@@ -1,7 +1,9 @@
 //! The pipeline layer: one function per job, each taking an options struct and an
 //! [`Observer`](crate::observe::Observer) and returning a result struct (arrays with their
-//! WCS header, χ², fluxes, timings). It prints nothing and writes nothing: the CLI parses,
-//! calls and writes; the Python module and MPI ranks call the same functions.
+//! WCS header, χ², fluxes, timings). It prints nothing and writes no image: the CLI parses,
+//! calls and writes; the Python module and MPI ranks call the same functions. Two jobs write
+//! because writing is their result: `simulate` (a new Measurement Set, atomically) and `train`
+//! (the checkpoint folder).
 
 #[macro_use]
 mod error;
