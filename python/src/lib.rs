@@ -841,7 +841,7 @@ fn denoise<'py>(
     };
     let r = interf_image::pipeline::denoise::denoise(&opts, &PythonSignals).map_err(py_err)?;
     let s = r.side;
-    let [dy, dx] = r.cutout.binned_shape;
+    let [dy, dx] = r.cutout.shape;
     let d = PyDict::new(py);
     d.set_item("samples", cube(py, &r.samples, r.n_samples, s, s)?)?;
     d.set_item("mean", image2(py, &r.mean, s, s)?)?;
