@@ -26,6 +26,26 @@ def read_vis(
     (MJD seconds). Autocorrelations are left out, as the command line does.
     """
 
+def dirty(
+    vis: _Path,
+    size: int,
+    *,
+    scale_arcsec: Optional[float] = None,
+    weighting: str = "natural",
+    robust: float = 0.0,
+    padding: float = 1.2,
+    rank_filter: float = 3.0,
+    epsilon: float = 1e-5,
+    field: Optional[str] = None,
+    spw: Optional[Sequence[int]] = None,
+    channels: Optional[Tuple[int, int]] = None,
+    column: str = "DATA",
+) -> dict[str, Any]:
+    """Dirty image and PSF (Jy/beam), as ``interf-image dirty`` and ``wsclean -niter 0``.
+
+    Keys: ``dirty``, ``psf`` (size, size), ``header``, ``pixel_arcsec``, ``n_usable``.
+    """
+
 class Nufft:
     """The NUFFT of a ``size × size`` image of ``scale_arcsec`` pixels to the samples ``uvw`` ×
     ``freq`` where ``weight > 0`` (all when ``weight`` is None), WSClean's conventions."""

@@ -862,6 +862,71 @@ fn denoise<'py>(
     Ok(d)
 }
 
+/// Dirty image and PSF, as `interf-image dirty` (and `wsclean -niter 0`) makes them: `size`
+/// pixels square of `scale_arcsec` (default: a quarter of the theoretical beam), `weighting`
+/// natural, uniform or briggs (with `robust`), WSClean's padding and rank filter. Returns
+/// `dirty`, `psf` (Jy/beam) and `header`.
+#[pyfunction]
+#[pyo3(signature = (vis, size, *, scale_arcsec=None, weighting="natural", robust=0.0, padding=1.2,
+    rank_filter=3.0, epsilon=1e-5, field=None, spw=None, channels=None, column="DATA"))]
+#[allow(clippy::too_many_arguments)]
+fn dirty<'py>(
+    py: Python<'py>,
+    vis: PathBuf,
+    size: usize,
+    scale_arcsec: Option<f64>,
+    weighting: &str,
+    robust: f64,
+    padding: f64,
+    rank_filter: f64,
+    epsilon: f64,
+    field: Option<String>,
+    spw: Option<Vec<usize>>,
+    channels: Option<(usize, usize)>,
+    column: &str,
+) -> PyResult<Bound<'py, PyDict>> {
+    use interf_image::imaging::weighting::RankFilter;
+    use interf_image::imaging::Weighting;
+    use interf_image::pipeline::dirty::DirtyOptions;
+    let weighting = match weighting.to_ascii_lowercase().as_str() {
+        "natural" => Weighting::Natural,
+        "uniform" => Weighting::Uniform,
+        "briggs" => Weighting::briggs(robust).map_err(other_err)?,
+        other => {
+            return Err(InterfImageError::new_err(format!(
+                "weighting: '{other}' is not one of natural, uniform, briggs"
+            )))
+        }
+    };
+    let opts = DirtyOptions {
+        vis,
+        selection: selection(field, spw, channels, column)?,
+        nx: size,
+        ny: size,
+        scale: scale_arcsec.map(radians_from_arcsec),
+        weighting,
+        padding,
+        rank_filter: (rank_filter >= 1.0).then_some(RankFilter {
+            level: rank_filter,
+            size: 16,
+        }),
+        nufft: NufftOptions {
+            epsilon,
+            ..Default::default()
+        },
+        max_memory: None,
+    };
+    opts.check().map_err(py_err)?;
+    let r = interf_image::pipeline::dirty::dirty(&opts, &PythonSignals).map_err(py_err)?;
+    let d = PyDict::new(py);
+    d.set_item("dirty", image2(py, &r.dirty, size, size)?)?;
+    d.set_item("psf", image2(py, &r.psf, size, size)?)?;
+    d.set_item("header", header_dict(py, &r.dirty_header, size, size)?)?;
+    d.set_item("pixel_arcsec", r.scale.to_degrees() * 3600.0)?;
+    d.set_item("n_usable", r.n_usable)?;
+    Ok(d)
+}
+
 /// Serialising a result struct to JSON for Python without naming its type.
 mod erased {
     pub trait Ser {
@@ -878,6 +943,7 @@ mod erased {
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("InterfImageError", m.py().get_type::<InterfImageError>())?;
     m.add_function(wrap_pyfunction!(read_vis, m)?)?;
+    m.add_function(wrap_pyfunction!(dirty, m)?)?;
     m.add_function(wrap_pyfunction!(image, m)?)?;
     m.add_function(wrap_pyfunction!(validate, m)?)?;
     m.add_function(wrap_pyfunction!(train_prior, m)?)?;

@@ -67,6 +67,21 @@ def test_nufft_matches_a_direct_fourier_sum_and_its_adjoint():
     assert abs(lhs - rhs) < 1e-6 * abs(lhs)
 
 
+def test_dirty_equals_the_cli_fits(tmp_path):
+    r = run_cli(
+        "dirty", MS, "--size", 128, "--scale", "0.5asec", "--weight", "briggs", "0",
+        "--name", tmp_path / "cli", cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    res = ii.dirty(MS, 128, scale_arcsec=0.5, weighting="briggs", robust=0.0)
+    for key in ["dirty", "psf"]:
+        with fits.open(tmp_path / f"cli-{key}.fits") as h:
+            cli = np.squeeze(h[0].data).astype(np.float64)
+        assert res[key].shape == cli.shape == (128, 128)
+        assert np.max(np.abs(res[key] - cli)) <= 1e-6 * np.abs(cli).max(), key
+    assert abs(res["psf"].max() - 1.0) < 1e-6
+
+
 def test_errors_are_exceptions_with_the_cli_message(tmp_path):
     with pytest.raises(ii.InterfImageError) as e:
         ii.image(tmp_path / "missing.ms")
