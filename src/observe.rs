@@ -18,6 +18,11 @@ pub trait Observer: Sync {
     fn advance(&self, _n: u64) {}
     /// A short status of the current stage (a χ², a loss).
     fn status(&self, _message: &str) {}
+    /// Whether [`Observer::status`] is shown anywhere: a status that costs work to compute (the
+    /// sampler's χ², a data-space pass) is only computed when it is.
+    fn shows_status(&self) -> bool {
+        false
+    }
     /// A line worth keeping in the log (a self-calibration round, a warning).
     fn log(&self, _line: &str) {}
     /// True once the user asked to stop; asked once per step.

@@ -113,7 +113,6 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-
 fn print_ranking(rows: &[PriorEvidence]) {
     let mut order: Vec<usize> = (0..rows.len()).collect();
     order.sort_by(|&a, &b| rows[b].evidence.elbo.total_cmp(&rows[a].evidence.elbo));
@@ -140,11 +139,7 @@ fn print_ranking(rows: &[PriorEvidence]) {
     );
 }
 
-fn write_json(
-    args: &ComparePriorsArgs,
-    res: &Comparison,
-    inputs: &[&Path],
-) -> anyhow::Result<()> {
+fn write_json(args: &ComparePriorsArgs, res: &Comparison, inputs: &[&Path]) -> anyhow::Result<()> {
     let obs = &res.observation;
     let priors: Vec<_> = res
         .priors

@@ -57,6 +57,9 @@ impl Observer for Terminal<'_> {
             b.set_message(message.to_string());
         }
     }
+    fn shows_status(&self) -> bool {
+        self.0.is_some_and(|b| !b.is_hidden())
+    }
     fn log(&self, line: &str) {
         // `println` prints nothing on a hidden bar (stderr not a terminal: logs, tests);
         // `suspend` clears a visible one around the line and prints in both cases.

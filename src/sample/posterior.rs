@@ -296,7 +296,8 @@ pub fn sample_posterior<L: LikelihoodScore + ?Sized, P: PriorScore + ?Sized>(
 /// Each finished sample is handed to `on_sample(set, index_in_set, image)` (normalised units,
 /// row-major), in chain order, so that a caller can summarise a data set as soon as its last
 /// sample arrives and never hold all samples. The observer advances once per reverse step of
-/// each batch, shows the first chain's χ² about 50 times a batch, and can stop the run
+/// each batch, shows the first chain's χ² about 50 times a batch (when it shows a status at
+/// all), and can stop the run
 /// ([`crate::observe::is_interrupted`] recognises the error). Same seed, same samples, whatever
 /// the thread count.
 pub fn sample_many<L, P, F>(
@@ -394,7 +395,7 @@ where
             };
             let k = calls.get();
             calls.set(k + 1);
-            if k.is_multiple_of(progress_every) {
+            if obs.shows_status() && k.is_multiple_of(progress_every) {
                 let chi2 = first_chain_chi2(liks[sets[0]], sde, x, &prior, t.max(t_eps))?;
                 obs.status(&format!("χ² {chi2:.3}"));
             }
