@@ -449,10 +449,7 @@ pub fn denoise(opts: &DenoiseOptions, obs: &dyn Observer) -> Result<DenoiseResul
     let wcs = InputWcs::from_fits(&inp.img);
     let obs_scale_deg = opts.bin as f64 * wcs.as_ref().map_or(1.0 / 3600.0, InputWcs::scale_deg);
     let bunit = inp.img.get_str("BUNIT").unwrap_or("").trim().to_string();
-    let prior_name = opts.prior.as_ref().map_or_else(
-        || "built-in (MiraBest 64)".to_string(),
-        |p| p.display().to_string(),
-    );
+    let prior_name = super::prior_name(opts.prior.as_deref());
     let (pk, _, _) = hst.kernel();
     let psf_norm: Vec<f64> = inp.psf.iter().map(|v| v / inp.psf_sum).collect();
     let (pcy, pcx) = psf_norm

@@ -158,10 +158,7 @@ impl ImageOptions {
 
     /// The prior's name as the outputs record it.
     pub fn prior_name(&self) -> String {
-        self.prior_dir.as_ref().map_or_else(
-            || "built-in (MiraBest 64)".into(),
-            |p| p.display().to_string(),
-        )
+        super::prior_name(self.prior_dir.as_deref())
     }
 
     /// The sampler actually used: DPS for closure data, which are not linear-Gaussian.

@@ -22,3 +22,12 @@ pub mod split;
 pub mod train;
 pub mod validate;
 pub mod vis;
+
+/// A prior's name as the outputs (FITS PRIOR, summaries) record it: its folder, or the
+/// built-in one.
+pub fn prior_name(dir: Option<&std::path::Path>) -> String {
+    dir.map_or_else(
+        || "built-in (MiraBest 64)".to_string(),
+        |p| p.display().to_string(),
+    )
+}

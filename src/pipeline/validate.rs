@@ -89,10 +89,7 @@ impl CalibrationOptions {
 
     /// The prior's name as the outputs record it.
     pub fn prior_name(&self) -> String {
-        self.prior_dir.as_ref().map_or_else(
-            || "built-in (MiraBest 64)".to_string(),
-            |p| p.display().to_string(),
-        )
+        super::prior_name(self.prior_dir.as_deref())
     }
 }
 
