@@ -261,6 +261,9 @@ pub struct Trainer {
     ema: Vec<Tensor>,
     opt: AdamW,
     pub step: usize,
+    /// The step the AdamW moments started from (0, or the step a run resumed at): the
+    /// learning-rate warm-up counts from here, because fresh moments need it again.
+    warmup_from: usize,
     pub rng: StdRng,
     device: Device,
 }
@@ -305,6 +308,7 @@ impl Trainer {
             ema,
             opt,
             step: 0,
+            warmup_from: 0,
             rng,
             device: device.clone(),
         })
@@ -316,7 +320,8 @@ impl Trainer {
 
     fn lr_at(&self, step: usize) -> f64 {
         let w = self.config.warmup_steps.max(1);
-        self.config.learning_rate * ((step + 1) as f64 / w as f64).min(1.0)
+        let since = step.saturating_sub(self.warmup_from) + 1;
+        self.config.learning_rate * (since as f64 / w as f64).min(1.0)
     }
 
     /// One optimisation step on the clean batch `x0`; returns the loss before the update.
@@ -470,8 +475,9 @@ impl Trainer {
             msg: e.to_string(),
         })?;
         self.step = v["step"].as_u64().unwrap_or(0) as usize;
-        // Fresh moments need a fresh warm-up; shift the schedule so it restarts here.
-        self.config.warmup_steps += self.step;
+        // Fresh moments need a fresh warm-up: it restarts here. (Adding the step to the
+        // warm-up length, as before, started the ramp at step/(step + warm-up) ≈ full rate.)
+        self.warmup_from = self.step;
         self.rng = StdRng::seed_from_u64(
             self.config
                 .seed
@@ -958,5 +964,31 @@ mod tests {
             std::fs::read_to_string(&missing).unwrap(),
             format!("{LOSS_CSV_HEADER}\n")
         );
+    }
+
+    /// The warm-up restarts at a resume: the first step after it runs at 1/warm-up of the
+    /// rate, not at step/(step + warm-up) of it, and the full rate returns after warm-up steps.
+    #[test]
+    fn resume_restarts_the_warm_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            learning_rate: 1e-3,
+            warmup_steps: 100,
+            ..Default::default()
+        };
+        let sde = SdeConfig::Ve(crate::prior::sde::VeSde::new(1e-2, 1.0));
+        let net = UNetConfig::tiny(16);
+        let mut a = Trainer::new(&net, sde, cfg.clone(), &Device::Cpu).unwrap();
+        assert!((a.lr_at(0) - 1e-5).abs() < 1e-12);
+        assert!((a.lr_at(500) - 1e-3).abs() < 1e-12);
+        a.step = 5000;
+        a.save_state(dir.path()).unwrap();
+        let mut b = Trainer::new(&net, sde, cfg, &Device::Cpu).unwrap();
+        b.load_state(dir.path()).unwrap();
+        assert_eq!(b.step, 5000);
+        assert!((b.lr_at(5000) - 1e-5).abs() < 1e-12, "{}", b.lr_at(5000));
+        assert!((b.lr_at(5049) - 5e-4).abs() < 1e-12);
+        assert!((b.lr_at(5099) - 1e-3).abs() < 1e-12);
+        assert!((b.lr_at(9000) - 1e-3).abs() < 1e-12);
     }
 }
