@@ -162,6 +162,19 @@ mod tests {
             mjd_seconds_to_iso(55312.0 * 86400.0 + 3661.5),
             "2010-04-26T01:01:01.500"
         );
+        // And back, as MJD-OBS is written from DATE-OBS; 1858-11-17 is MJD 0.
+        use crate::io::iso_to_mjd;
+        assert_eq!(iso_to_mjd("2000-01-01T12:00:00.000"), Some(51544.5));
+        let t = iso_to_mjd("2010-04-26T01:01:01.500").unwrap();
+        assert!((t - (55312.0 + 3661.5 / 86400.0)).abs() < 1e-9, "{t}");
+        assert_eq!(iso_to_mjd("1858-11-17"), Some(0.0));
+        assert_eq!(iso_to_mjd("2000-13-01T00:00:00"), None);
+        assert_eq!(iso_to_mjd("yesterday"), None);
+        for k in 0..50 {
+            let mjd = 40000.0 + 731.37 * k as f64;
+            let back = iso_to_mjd(&mjd_seconds_to_iso(mjd * 86400.0)).unwrap();
+            assert!((back - mjd).abs() < 1e-8, "{mjd} -> {back}");
+        }
     }
 
     fn chunk(uvw: [f64; 3], freq: f64) -> VisChunk {

@@ -253,6 +253,9 @@ fn write_header(
     out.str("SPECSYS", "TOPOCENT", "")?;
     if let Some(d) = &h.date_obs {
         out.str("DATE-OBS", d, "")?;
+        if let Some(mjd) = super::wcs::iso_to_mjd(d) {
+            out.f64("MJD-OBS", mjd, "[d] MJD of DATE-OBS")?;
+        }
     }
     out.str("RADESYS", "FK5", "")?;
     if axis3 == CubeAxis::Sample {

@@ -17,7 +17,7 @@ mod wcs;
 pub use error::FitsError;
 pub use fits_read::{read_hdu, read_image, FitsImage};
 pub use fits_write::{write_cube, write_image, CubeAxis};
-pub use wcs::{Beam, HeaderValue, SkyHeader, SkyWcs};
+pub use wcs::{iso_to_mjd, Beam, HeaderValue, SkyHeader, SkyWcs};
 
 #[cfg(test)]
 mod tests;

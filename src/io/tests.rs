@@ -110,6 +110,9 @@ fn header_keywords_match_hand_computed_values() {
     assert_eq!(img.get_str("OBSERVER"), Some("AO88"));
     assert_eq!(img.get_str("OBJECT"), Some("3C273"));
     assert_eq!(img.get_str("DATE-OBS"), Some("1989-06-27T01:03:19.9"));
+    // astropy's value for this DATE-OBS (its `datfix`): 47704.043981.
+    let mjd = img.get_f64("MJD-OBS").unwrap();
+    assert!((mjd - 47704.043981).abs() < 1e-6, "MJD-OBS {mjd}");
     assert_eq!(img.get_str("SPECSYS"), Some("TOPOCENT"));
     assert!(img.get("EXTNAME").is_none());
 

@@ -76,9 +76,34 @@ pub(crate) const MANAGED_KEYS: &[&str] = &[
     "BZERO", "BUNIT", "BMAJ", "BMIN", "BPA", "EQUINOX", "BTYPE", "TELESCOP", "OBSERVER", "OBJECT",
     "ORIGIN", "CTYPE1", "CRPIX1", "CRVAL1", "CDELT1", "CUNIT1", "CTYPE2", "CRPIX2", "CRVAL2",
     "CDELT2", "CUNIT2", "CTYPE3", "CRPIX3", "CRVAL3", "CDELT3", "CUNIT3", "CTYPE4", "CRPIX4",
-    "CRVAL4", "CDELT4", "CUNIT4", "SPECSYS", "DATE-OBS", "RADESYS", "DATE", "OBSFREQ", "OBSBW",
-    "IIVERSIO", "END", "XTENSION", "PCOUNT", "GCOUNT", "LONGSTRN",
+    "CRVAL4", "CDELT4", "CUNIT4", "SPECSYS", "DATE-OBS", "MJD-OBS", "RADESYS", "DATE", "OBSFREQ",
+    "OBSBW", "IIVERSIO", "END", "XTENSION", "PCOUNT", "GCOUNT", "LONGSTRN",
 ];
+
+/// The Modified Julian Date of an ISO 8601 date-time (`YYYY-MM-DD[THH:MM:SS.s]`, UTC), as
+/// FITS's MJD-OBS gives DATE-OBS: with it astropy and CASA need not derive it (astropy's WCS
+/// warns when it has to). `None` for anything else.
+pub fn iso_to_mjd(iso: &str) -> Option<f64> {
+    let (date, time) = iso.split_once('T').unwrap_or((iso, "00:00:00"));
+    let mut d = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    let mut t = time.splitn(3, ':');
+    let h: f64 = t.next()?.parse().ok()?;
+    let mi: f64 = t.next().unwrap_or("0").parse().ok()?;
+    let s: f64 = t.next().unwrap_or("0").parse().ok()?;
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || !(0.0..25.0).contains(&h) {
+        return None;
+    }
+    // Days from 1970-01-01 (the civil-to-days algorithm), and 1970-01-01 is MJD 40587.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(40587.0 + days as f64 + (h * 3600.0 + mi * 60.0 + s) / 86400.0)
+}
 
 impl SkyHeader {
     /// Rebuild the sky header of an image written by us, WSClean or CASA (RA/DEC axes found by
