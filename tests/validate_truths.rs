@@ -61,3 +61,47 @@ fn unreadable_truths_name_the_file() {
         .to_string();
     assert!(e.contains("x.txt"), "{e}");
 }
+
+/// MiraBest holds six empty images: a run that uses other images of the file (a split, or its
+/// first N) must not fail on them, and one that uses an empty one with peak scaling must say
+/// which.
+#[test]
+fn an_empty_image_fails_only_when_used() {
+    use interf_image::prior::data::{write_npy_f32, ImageStack};
+    use interf_image::validate::truths::{read_resized, to_prior_units};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("three.npy");
+    let side = 16;
+    let mut data = vec![0.0f32; 3 * side * side];
+    for (k, v) in data.iter_mut().enumerate() {
+        let (i, p) = (k / (side * side), k % (side * side));
+        if i != 1 {
+            *v = ((p % 7) as f32 - 2.0) * (i + 1) as f32;
+        }
+    }
+    let stack = ImageStack {
+        n: 3,
+        h: side,
+        w: side,
+        data,
+    };
+    write_npy_f32(&path, &stack).unwrap();
+    let e = from_file(&path, side, TruthScaling::Peak, 1.0)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("three.npy") && e.contains("image 1 has no positive pixel"),
+        "{e}"
+    );
+    let mut raw = read_resized(&path, side).unwrap();
+    assert_eq!(raw.len(), 3);
+    for k in [0, 2] {
+        to_prior_units(&mut raw[k], &path, k, TruthScaling::Peak, 1.0).unwrap();
+        let peak = raw[k].iter().cloned().fold(f32::MIN, f32::max);
+        assert_eq!(peak, 1.0);
+        assert!(raw[k].iter().all(|&v| v >= 0.0));
+    }
+    // Physical scaling keeps an empty image (empty sky is a valid truth in Jy/pixel).
+    to_prior_units(&mut raw[1], &path, 1, TruthScaling::Physical, 2.0).unwrap();
+    assert!(raw[1].iter().all(|&v| v == 0.0));
+}

@@ -211,19 +211,23 @@ fn load_truths(
             scaling,
             split,
         } => {
-            let mut t = truths::from_file(path, side, *scaling, opts.flux_scale)?;
-            match split {
-                Split::All => {
-                    t.truncate(opts.n);
-                    (t, None)
-                }
+            // Scaled after the choice: an image the run does not use may be empty.
+            let mut t = truths::read_resized(path, side)?;
+            let (idx, split_idx) = match split {
+                Split::All => ((0..t.len().min(opts.n)).collect::<Vec<_>>(), None),
                 which => {
                     let idx =
                         split_indices(&opts.prior_spec(), path, t.len(), *which, opts.n, p.seed)?;
-                    let chosen = idx.iter().map(|&i| std::mem::take(&mut t[i])).collect();
-                    (chosen, Some(idx))
+                    (idx.clone(), Some(idx))
                 }
+            };
+            let mut chosen = Vec::with_capacity(idx.len());
+            for &i in &idx {
+                let mut img = std::mem::take(&mut t[i]);
+                truths::to_prior_units(&mut img, path, i, *scaling, opts.flux_scale)?;
+                chosen.push(img);
             }
+            (chosen, split_idx)
         }
         TruthSource::Prior { steps } => {
             let steps = steps.unwrap_or(p.steps);

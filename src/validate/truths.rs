@@ -65,6 +65,17 @@ pub fn from_file(
     scaling: TruthScaling,
     flux_scale: f64,
 ) -> Result<Vec<Vec<f32>>, ValidateError> {
+    let mut out = read_resized(path, side)?;
+    for (k, img) in out.iter_mut().enumerate() {
+        to_prior_units(img, path, k, scaling, flux_scale)?;
+    }
+    Ok(out)
+}
+
+/// The images of a truth file, each cropped and resized to `side × side` but not yet scaled:
+/// a caller that uses only some of them (a split) scales those with [`to_prior_units`], so an
+/// empty image it does not use (MiraBest has six) is no error.
+pub fn read_resized(path: &Path, side: usize) -> Result<Vec<Vec<f32>>, ValidateError> {
     let bad = |msg: String| ValidateError::Input(format!("{}: {msg}", path.display()));
     let ext = path
         .extension()
@@ -92,27 +103,42 @@ pub fn from_file(
         }
         let s = h.min(w);
         let c = center_crop(&img, h, w, s, s);
-        let mut r = resize(&c, s, s, side, side, Resample::Area);
-        match scaling {
-            TruthScaling::Peak => {
-                r.iter_mut().for_each(|v| *v = v.max(0.0));
-                let peak = r.iter().cloned().fold(0.0f32, f32::max);
-                if peak <= 0.0 {
-                    return Err(bad(format!("image {k} has no positive pixel")));
-                }
-                r.iter_mut().for_each(|v| *v /= peak);
-            }
-            TruthScaling::Physical => {
-                r.iter_mut()
-                    .for_each(|v| *v = (*v as f64 / flux_scale) as f32);
-            }
-        }
+        let r = resize(&c, s, s, side, side, Resample::Area);
         if r.iter().any(|v| !v.is_finite()) {
             return Err(bad(format!("image {k} has non-finite pixels")));
         }
         out.push(r);
     }
     Ok(out)
+}
+
+/// Brings image `k` of `path` (as [`read_resized`] gave it) to the prior's units.
+pub fn to_prior_units(
+    img: &mut [f32],
+    path: &Path,
+    k: usize,
+    scaling: TruthScaling,
+    flux_scale: f64,
+) -> Result<(), ValidateError> {
+    match scaling {
+        TruthScaling::Peak => {
+            img.iter_mut().for_each(|v| *v = v.max(0.0));
+            let peak = img.iter().cloned().fold(0.0f32, f32::max);
+            if peak <= 0.0 {
+                return Err(ValidateError::Input(format!(
+                    "{}: image {k} has no positive pixel: it cannot be scaled to a peak of 1 \
+                     (--truth-scaling physical takes its values as they are)",
+                    path.display()
+                )));
+            }
+            img.iter_mut().for_each(|v| *v /= peak);
+        }
+        TruthScaling::Physical => {
+            img.iter_mut()
+                .for_each(|v| *v = (*v as f64 / flux_scale) as f32);
+        }
+    }
+    Ok(())
 }
 
 fn stack_images(s: &ImageStack) -> Vec<(usize, usize, Vec<f32>)> {
