@@ -119,6 +119,7 @@ def validate(
     truths: Optional[_Path] = None,
     split: str = "all",
     truth_scaling: str = "peak",
+    truth_floor: bool = True,
     n: int = 100,
     prior: Optional[Prior] = None,
     samples: int = 100,
@@ -138,6 +139,8 @@ def validate(
     Keys: ``truth``, ``mean``, ``std`` (k, size, size) Jy/pixel; ``tarp`` (with ``alpha``,
     ``ecp``, ``max_deviation``, ``band_half_width``, ``verdict``), ``summary`` (pixel coverage,
     χ², RMSE), ``truth_indices``, ``header``.
+    ``truth_floor``: file truths get the prior's resolution floor, N(0, σ_min²) per pixel
+    (``validate --no-truth-floor`` turns it off).
     """
 
 def train_prior(

@@ -513,8 +513,10 @@ fn image<'py>(
 /// from the prior when `truths` is None) observed with noise `noise` (Jy per component), every
 /// posterior sampled; TARP and pixel coverage. Returns a dict with the truth/mean/std cubes
 /// (Jy/pixel), `tarp` and `summary` (dicts, the JSON's), and `alpha`/`ecp` (the TARP curve).
+/// `truth_floor`: file truths get the prior's resolution floor (as `validate` without
+/// `--no-truth-floor`).
 #[pyfunction]
-#[pyo3(signature = (like, noise, *, truths=None, split="all", truth_scaling="peak", n=100, prior=None,
+#[pyo3(signature = (like, noise, *, truths=None, split="all", truth_scaling="peak", truth_floor=true, n=100, prior=None,
     samples=100, steps=300, batch=None, method="cla", alpha=1.0, seed=0, flux_scale=1.0,
     scale_arcsec=None, bootstrap=1000, clean=true, epsilon=1e-5))]
 #[allow(clippy::too_many_arguments)]
@@ -525,6 +527,7 @@ fn validate<'py>(
     truths: Option<PathBuf>,
     split: &str,
     truth_scaling: &str,
+    truth_floor: bool,
     n: usize,
     prior: Option<&Prior>,
     samples: usize,
@@ -567,6 +570,7 @@ fn validate<'py>(
             },
             None => TruthSource::Prior { steps: None },
         },
+        truth_floor,
         n,
         posterior: PosteriorOptions {
             method: self::method(method)?,

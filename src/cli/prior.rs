@@ -239,6 +239,13 @@ pub struct StatsArgs {
     /// the split recorded in the prior's config.json (`prior train --val-fraction`).
     #[arg(long, value_enum, default_value_t = SplitArg::All)]
     pub split: SplitArg,
+    /// Compare Tweedie-denoised samples with the images as they are. By default the samples
+    /// end at the prior's smallest noise level σ_min, undenoised, and the images get N(0,
+    /// σ_min²) per pixel (seeded): the score model is trained down to σ_min only, so that is
+    /// the density it represents; exact zeros (MiraBest's clipped background) cannot be matched
+    /// by any continuous sampler and would dominate the pixel-value KS distance.
+    #[arg(long)]
+    pub no_floor: bool,
     #[arg(long, value_enum, default_value_t = DeviceArg::Cpu)]
     pub device: DeviceArg,
     #[arg(long)]
@@ -642,7 +649,18 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
     let cfg = model.config().clone();
     let size = model.image_size();
     let (ds, idx) = split_images(&a.prior, &cfg, size, &a.data, a.split, a.n, a.seed)?;
-    let training: Vec<&[f32]> = idx.iter().map(|&i| ds.images.image(i)).collect();
+    let floor = (!a.no_floor).then(|| crate::validate::truths::resolution_floor(&model));
+    let images: Vec<Vec<f32>> = idx
+        .iter()
+        .map(|&i| {
+            let mut img = ds.images.image(i).to_vec();
+            if let Some(f) = floor {
+                crate::validate::truths::add_floor(&mut img, f, a.seed, i);
+            }
+            img
+        })
+        .collect();
+    let training: Vec<&[f32]> = images.iter().map(|v| v.as_slice()).collect();
 
     // The output folder must be neither the prior's nor hold the training data.
     {
@@ -673,7 +691,7 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
         corrector_steps: 1,
         batch: a.batch,
         seed: a.seed,
-        denoise: true,
+        denoise: floor.is_none(),
     };
     let t0 = std::time::Instant::now();
     let out = draw_samples(&model, &draw, &pb)?;
@@ -817,12 +835,19 @@ fn run_stats(a: StatsArgs) -> anyhow::Result<()> {
         "seed": a.seed,
         "split": format!("{:?}", a.split).to_lowercase(),
         "reference_images": training.len(),
+        "floor": floor,
         "sampling_seconds": secs,
         "comparison": c,
     });
     let jp = a.out.join("stats.json");
     crate::io::write_atomic(&jp, serde_json::to_string_pretty(&json)?.as_bytes())
         .with_context(|| format!("cannot write {}", jp.display()))?;
+    if let Some(f) = floor {
+        eprintln!(
+            "compared at the prior's resolution floor: samples undenoised at σ_min, images plus \
+             N(0, {f:.1e}²) per pixel (--no-floor: denoised samples against the images as they are)"
+        );
+    }
     eprintln!(
         "{} samples vs {} {} images: KS pixels {:.3}, KS flux {:.3} (flux mean {:.1} vs {:.1}), \
          max |log10 power ratio| {:.2}; sampling took {:.0} s; results in {}",

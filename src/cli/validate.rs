@@ -81,6 +81,14 @@ pub struct ValidateArgs {
     /// How --truths images are brought to the prior's units.
     #[arg(long, value_enum, default_value_t = TruthScalingArg::Peak)]
     pub truth_scaling: TruthScalingArg,
+    /// Use the --truths images as they are. By default each gets N(0, floor²) per pixel
+    /// (seeded), the floor being the prior's smallest noise level σ_min in its units: the
+    /// score model is trained down to σ_min only, so the density it represents, and every
+    /// posterior under it, has that scatter where its training images are exactly 0 (MiraBest's
+    /// clipped background). Exact zeros would sit at the centre of each posterior's scatter
+    /// and count as covered at every credibility.
+    #[arg(long, requires = "truths")]
+    pub no_truth_floor: bool,
     /// Bootstrap resamples for the TARP band.
     #[arg(long, default_value_t = 1000, value_parser = super::common::at_least_one)]
     pub bootstrap: usize,
@@ -136,6 +144,7 @@ fn options(args: &ValidateArgs) -> anyhow::Result<CalibrationOptions> {
                 steps: args.prior_steps,
             },
         },
+        truth_floor: !args.no_truth_floor,
         n: args.n,
         // Chains of several truths share a batch; the truths are drawn in batches too.
         posterior: PosteriorOptions {
@@ -270,7 +279,16 @@ fn summary(
     let opt = |x: Option<f64>| x.map_or("—".to_string(), |v| format!("{v:.4e}"));
     let rows = vec![
         ("Measurement Set".into(), args.like.display().to_string()),
-        ("Truths".into(), truth_description(args, n)),
+        (
+            "Truths".into(),
+            match res.truth_floor {
+                Some(f) => format!(
+                    "{}, plus the prior's resolution floor N(0, {f:.1e}²) per pixel",
+                    truth_description(args, n)
+                ),
+                None => truth_description(args, n),
+            },
+        ),
         ("Prior".into(), opts.prior_name()),
         (
             "Observation".into(),
@@ -380,6 +398,7 @@ fn write_outputs(
             "n": v.truths.len(), "samples": p.n_samples, "steps": p.steps, "method": format!("{:?}", p.method),
             "alpha": p.alpha, "corrector_snr": args.sampling.corrector_snr, "seed": p.seed,
             "noise_jy": args.noise, "flux_scale_jy_per_pixel": args.flux_scale,
+            "truth_floor": res.truth_floor,
             "pixel_arcsec": res.scale.to_degrees() * 3600.0, "image_size": side, "batch": p.batch,
         },
         "tarp": v.tarp,

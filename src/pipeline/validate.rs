@@ -47,6 +47,11 @@ pub struct CalibrationOptions {
     /// The prior's folder (`None`: the built-in prior), for its split and the outputs' PRIOR.
     pub prior_dir: Option<PathBuf>,
     pub truths: TruthSource,
+    /// Add the prior's resolution floor (N(0, floor²) per pixel, seeded; see
+    /// [`truths::resolution_floor`]) to file truths: they are then draws of the density the
+    /// prior represents. Off: the images as they are, whose exact zeros (MiraBest's clipped
+    /// background) count as covered by any posterior that scatters around them.
+    pub truth_floor: bool,
     /// Number of truths.
     pub n: usize,
     /// The sampler: `n_samples` per truth; chains of several truths share a batch.
@@ -78,6 +83,8 @@ pub struct CalibrationResult {
     pub truth_indices: Option<Vec<usize>>,
     /// Seconds spent sampling (and on the CLEAN baselines).
     pub t_sample: f64,
+    /// The resolution floor added to the file truths (prior units), when it was.
+    pub truth_floor: Option<f64>,
 }
 
 impl CalibrationOptions {
@@ -190,6 +197,8 @@ pub fn validate(
         n_usable,
         truth_indices,
         t_sample,
+        truth_floor: (opts.truth_floor && matches!(opts.truths, TruthSource::File { .. }))
+            .then(|| truths::resolution_floor(model)),
     })
 }
 
@@ -211,6 +220,7 @@ fn load_truths(
             scaling,
             split,
         } => {
+            let floor = truths::resolution_floor(model);
             // Scaled after the choice: an image the run does not use may be empty.
             let mut t = truths::read_resized(path, side)?;
             let (idx, split_idx) = match split {
@@ -225,6 +235,9 @@ fn load_truths(
             for &i in &idx {
                 let mut img = std::mem::take(&mut t[i]);
                 truths::to_prior_units(&mut img, path, i, *scaling, opts.flux_scale)?;
+                if opts.truth_floor {
+                    truths::add_floor(&mut img, floor, p.seed, i);
+                }
                 chosen.push(img);
             }
             (chosen, split_idx)

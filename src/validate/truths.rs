@@ -141,6 +141,33 @@ pub fn to_prior_units(
     Ok(())
 }
 
+/// The prior's resolution floor in its normalised units: the noise level σ(t_eps)/μ(t_eps) at
+/// which its score model stops. The model is trained down to that level only, so the density
+/// it represents is its training images' convolved with N(0, floor²) per pixel: its draws, and
+/// the posteriors under it, scatter by about the floor where the images are exactly 0.
+pub fn resolution_floor<P: PriorScore + ?Sized>(model: &P) -> f64 {
+    let (sde, t) = (model.sde(), model.t_eps());
+    sde.sigma(t) / sde.mu(t)
+}
+
+/// Adds N(0, σ²) to every pixel of truth `k` (seeded by `seed` and `k`, so a truth gets the
+/// same noise whatever else the run holds): a truth drawn from the density the prior
+/// represents (see [`resolution_floor`]) rather than from its exact-zero training images,
+/// whose zeros would otherwise sit at the centre of every posterior's scatter and count as
+/// covered at any credibility.
+pub fn add_floor(img: &mut [f32], sigma: f64, seed: u64, k: usize) {
+    use rand::Rng;
+    use rand_distr::StandardNormal;
+    // Its own stream: the run's seed also drives the sampler and the visibility noise.
+    const FLOOR: u64 = 0x0066_6c6f_6f72; // "floor"
+    let mut rng =
+        StdRng::seed_from_u64(seed ^ FLOOR ^ (k as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    for v in img.iter_mut() {
+        let z: f64 = rng.sample(StandardNormal);
+        *v += (sigma * z) as f32;
+    }
+}
+
 fn stack_images(s: &ImageStack) -> Vec<(usize, usize, Vec<f32>)> {
     (0..s.n).map(|i| (s.h, s.w, s.image(i).to_vec())).collect()
 }
