@@ -250,19 +250,23 @@ fn check(c: &Calibration) {
 }
 
 /// Both ways of meeting the data — every visibility through the NUFFT, and the gridded cells
-/// (default oversampling 4, exact cell rows) — with both likelihood scores, the convolved
-/// approximation and DPS.
+/// (default oversampling 4, exact cell rows) — with the convolved approximation, and DPS on
+/// every visibility. (DPS on the gridded cells is left out for CI's time: DPS uses the
+/// likelihood only through the same gradient the CLA run already checks; measured at 1.004 /
+/// 97.4 %, the README's table.)
 #[test]
 fn calibrated_on_a_simulated_galaxy() {
     let tmp = tempfile::tempdir().unwrap();
     let (ms, truth) = simulated(tmp.path());
     // Every run before any assertion, so a failure shows the numbers of each.
     let mut results = Vec::new();
-    for likelihood in ["visibilities", "gridded"] {
-        for method in ["cla", "dps"] {
-            let c = posterior(tmp.path(), &ms, &truth, likelihood, method);
-            results.push((likelihood, method, c));
-        }
+    for (likelihood, method) in [
+        ("visibilities", "cla"),
+        ("gridded", "cla"),
+        ("visibilities", "dps"),
+    ] {
+        let c = posterior(tmp.path(), &ms, &truth, likelihood, method);
+        results.push((likelihood, method, c));
     }
     for (l, m, c) in &results {
         eprintln!("checking {l}, {m}");
