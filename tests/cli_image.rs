@@ -1,6 +1,5 @@
 //! The main job end to end: `interf-image image` on the shipped 3C 273 observation with the
-//! built-in prior (few samples; 150 steps, about the fewest with which the exact visibility
-//! likelihood stays well behaved on these data), and Ctrl-C.
+//! built-in prior (few samples, the default method and steps: DPS, 100), and Ctrl-C.
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -22,8 +21,6 @@ fn posterior_products_with_the_builtin_prior() {
             ms().to_str().unwrap(),
             "--samples",
             "3",
-            "--steps",
-            "150",
         ])
         .args([
             "--batch",
@@ -148,6 +145,10 @@ fn selfcal_and_window() {
             ms().to_str().unwrap(),
             "--samples",
             "2",
+            // The cheaper method: the self-calibration loop is what is tested (150 CLA steps,
+            // about the fewest with which the visibility likelihood stays well behaved here).
+            "--method",
+            "cla",
             "--steps",
             "150",
         ])

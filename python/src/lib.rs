@@ -418,7 +418,7 @@ fn method(s: &str) -> PyResult<Method> {
 /// the posterior, Jy/beam for the classic products) and numbers, with `header`, a 2-D FITS
 /// header for astropy's WCS.
 #[pyfunction]
-#[pyo3(signature = (vis, *, prior=None, samples=64, steps=300, batch=None, method="cla", alpha=1.0,
+#[pyo3(signature = (vis, *, prior=None, samples=64, steps=None, batch=None, method="dps", alpha=1.0,
     corrector_snr=0.0, seed=0, scale_arcsec=None, flux_scale=None, likelihood="auto", compact="auto",
     compact_max=32, window="off", data="vis", total_flux=None, noise="auto", epsilon=1e-5,
     field=None, spw=None, channels=None, column="DATA"))]
@@ -428,7 +428,7 @@ fn image<'py>(
     vis: PathBuf,
     prior: Option<&Prior>,
     samples: usize,
-    steps: usize,
+    steps: Option<usize>,
     batch: Option<usize>,
     method: &str,
     alpha: f32,
@@ -460,10 +460,11 @@ fn image<'py>(
     let mut o = ImageOptions::new(vis);
     o.selection = selection(field, spw, channels, column)?;
     o.prior_dir = prior.path.clone();
+    let method = self::method(method)?;
     o.posterior = PosteriorOptions {
-        method: self::method(method)?,
+        method,
         n_samples: samples,
-        steps,
+        steps: steps.unwrap_or_else(|| method.default_steps()),
         batch: batch.unwrap_or_else(|| samples.clamp(1, 64)),
         seed,
         alpha,
@@ -517,7 +518,7 @@ fn image<'py>(
 /// `--no-truth-floor`).
 #[pyfunction]
 #[pyo3(signature = (like, noise, *, truths=None, split="all", truth_scaling="peak", truth_floor=true, n=100, prior=None,
-    samples=100, steps=300, batch=None, method="cla", alpha=1.0, seed=0, flux_scale=1.0,
+    samples=100, steps=None, batch=None, method="dps", alpha=1.0, seed=0, flux_scale=1.0,
     scale_arcsec=None, bootstrap=1000, clean=true, epsilon=1e-5))]
 #[allow(clippy::too_many_arguments)]
 fn validate<'py>(
@@ -531,7 +532,7 @@ fn validate<'py>(
     n: usize,
     prior: Option<&Prior>,
     samples: usize,
-    steps: usize,
+    steps: Option<usize>,
     batch: Option<usize>,
     method: &str,
     alpha: f32,
@@ -575,7 +576,7 @@ fn validate<'py>(
         posterior: PosteriorOptions {
             method: self::method(method)?,
             n_samples: samples,
-            steps,
+            steps: steps.unwrap_or_else(|| self::method(method).map_or(0, |m| m.default_steps())),
             batch: batch.unwrap_or_else(|| (n * samples).clamp(1, 64)),
             seed,
             alpha,

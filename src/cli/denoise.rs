@@ -10,7 +10,7 @@ use std::time::Instant;
 use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::common::{check_outputs, output_path, set_threads, SamplingArgs};
+use super::common::{check_outputs, output_path, set_threads, MethodArg, SamplingArgs};
 use super::interrupt::Terminal;
 use super::prior::{device, DeviceArg};
 use crate::io::{write_cube, write_image, CubeAxis};
@@ -188,7 +188,7 @@ fn options(args: &DenoiseArgs) -> anyhow::Result<DenoiseOptions> {
         prior: args.prior.clone(),
         noise_model: args.noise_model.clone(),
         device: device(args.device)?,
-        posterior: args.sampling.options(args.samples),
+        posterior: args.sampling.options(args.samples, MethodArg::Cla),
     })
 }
 
@@ -235,7 +235,7 @@ fn write_report(args: &DenoiseArgs, r: &DenoiseResult) -> anyhow::Result<(PathBu
                 |s| s.to_string_lossy().into_owned()
             ),
             r.n_samples,
-            Method::from(args.sampling.method)
+            Method::from(args.sampling.method(MethodArg::Cla))
         ),
         unit: &unit_label,
         model_shape: [r.side, r.side],
@@ -268,7 +268,7 @@ fn report_summary(
     let [cy, cx] = r.cutout.centre;
     let (win, cut0) = (r.cutout.shape, r.cutout.origin);
     let asec = r.pixel_asec;
-    let method = Method::from(args.sampling.method);
+    let method = Method::from(args.sampling.method(MethodArg::Cla));
     let (psf_sum, flux_scale) = (r.psf.sum, r.flux_scale);
     let rs = &r.residual_stats;
     let mut sorted = r.reduced_chi2_samples.clone();
@@ -347,7 +347,7 @@ fn report_summary(
             format!(
                 "{} samples, {} steps, {:?}, α = {}, seed {}, {:.1} s",
                 r.n_samples,
-                args.sampling.steps,
+                args.sampling.steps(MethodArg::Cla),
                 method,
                 args.sampling.alpha,
                 args.sampling.seed,

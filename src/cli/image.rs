@@ -11,8 +11,8 @@ use clap::{Args, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::common::{
-    default_name, format_angle, output_path, parse_angle, set_threads, ComputeArgs, SamplingArgs,
-    SelectionArgs,
+    default_name, format_angle, output_path, parse_angle, set_threads, ComputeArgs, MethodArg,
+    SamplingArgs, SelectionArgs,
 };
 use super::interrupt::Terminal;
 use super::prior::{device, DeviceArg};
@@ -163,7 +163,7 @@ fn options(args: &ImageArgs) -> anyhow::Result<ImageOptions> {
         vis: args.vis.clone(),
         selection: args.selection.to_selection()?,
         prior_dir: args.prior.clone(),
-        posterior: args.sampling.options(args.samples),
+        posterior: args.sampling.options(args.samples, MethodArg::Dps),
         likelihood: args.likelihood,
         grid_padding: args.grid_padding,
         cell_model: args.cell_model,

@@ -10,7 +10,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::common::{check_outputs, output_path, SamplingArgs};
+use super::common::{check_outputs, output_path, MethodArg, SamplingArgs};
 use super::interrupt::Terminal;
 use super::prior::{device, DeviceArg};
 use crate::io::{write_atomic, write_cube, write_image, CubeAxis};
@@ -217,7 +217,7 @@ fn options(args: &LensArgs) -> anyhow::Result<LensOptions> {
         flux_scale: args.flux_scale,
         prior: args.prior.clone(),
         device: device(args.device)?,
-        posterior: s.options(args.samples),
+        posterior: s.options(args.samples, MethodArg::Cla),
     })
 }
 
@@ -280,7 +280,7 @@ fn write_summary(args: &LensArgs, r: &LensResult, start: Instant) -> anyhow::Res
         alpha: args.sampling.alpha,
         corrector_snr: args.sampling.corrector_snr,
         samples: r.samples.len(),
-        steps: args.sampling.steps,
+        steps: args.sampling.steps(MethodArg::Cla),
         prior: args
             .prior
             .as_ref()
@@ -340,7 +340,7 @@ fn write_report(args: &LensArgs, r: &LensResult, start: Instant) -> anyhow::Resu
             ),
             (
                 "samples × steps".into(),
-                format!("{n} × {}", args.sampling.steps),
+                format!("{n} × {}", args.sampling.steps(MethodArg::Cla)),
             ),
             (
                 "time".into(),

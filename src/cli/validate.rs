@@ -13,8 +13,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use super::common::{
-    check_outputs, format_angle, output_path, parse_angle, set_threads, ComputeArgs, SamplingArgs,
-    SelectionArgs,
+    check_outputs, format_angle, output_path, parse_angle, set_threads, ComputeArgs, MethodArg,
+    SamplingArgs, SelectionArgs,
 };
 use super::interrupt::Terminal;
 use super::prior::{device, DeviceArg, SplitArg};
@@ -149,7 +149,7 @@ fn options(args: &ValidateArgs) -> anyhow::Result<CalibrationOptions> {
         // Chains of several truths share a batch; the truths are drawn in batches too.
         posterior: PosteriorOptions {
             batch: args.sampling.batch_for(args.n * args.samples),
-            ..args.sampling.options(args.samples)
+            ..args.sampling.options(args.samples, MethodArg::Dps)
         },
         noise: args.noise,
         flux_scale: args.flux_scale,

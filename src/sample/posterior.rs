@@ -74,6 +74,17 @@ pub enum Method {
     Dps,
 }
 
+impl Method {
+    /// Reverse-diffusion steps a run takes unless told: about the same time for both, as a
+    /// DPS step also differentiates the network (≈ 3 CLA steps).
+    pub fn default_steps(self) -> usize {
+        match self {
+            Method::Dps => 100,
+            Method::Cla => 300,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PosteriorOptions {
     pub method: Method,
