@@ -16,12 +16,7 @@ fn posterior_products_with_the_builtin_prior() {
     let tmp = tempfile::tempdir().unwrap();
     let name = tmp.path().join("c273");
     let out = Command::new(env!("CARGO_BIN_EXE_interf-image"))
-        .args([
-            "image",
-            ms().to_str().unwrap(),
-            "--samples",
-            "3",
-        ])
+        .args(["image", ms().to_str().unwrap(), "--samples", "3"])
         .args([
             "--batch",
             "3",
