@@ -551,6 +551,7 @@ fn validate<'py>(
             &owned
         }
     };
+    let method = self::method(method)?;
     let opts = CalibrationOptions {
         like,
         selection: Selection::default(),
@@ -574,9 +575,9 @@ fn validate<'py>(
         truth_floor,
         n,
         posterior: PosteriorOptions {
-            method: self::method(method)?,
+            method,
             n_samples: samples,
-            steps: steps.unwrap_or_else(|| self::method(method).map_or(0, |m| m.default_steps())),
+            steps: steps.unwrap_or_else(|| method.default_steps()),
             batch: batch.unwrap_or_else(|| (n * samples).clamp(1, 64)),
             seed,
             alpha,

@@ -154,7 +154,10 @@ pub fn validate(
     let geometry = ImageGeometry::new(side, side, scale, scale)?;
     let mask: Vec<bool> = c.weight.iter().map(|&w| w > 0.0).collect();
     let nufft = Nufft::new(geometry, &c.uvw, &c.freq, Some(&mask), &opts.nufft)?;
-    let (truths, truth_indices) = load_truths(model, opts, obs)?;
+    // The resolution floor applies to file truths only: drawn ones are the prior's own.
+    let truth_floor = (opts.truth_floor && matches!(opts.truths, TruthSource::File { .. }))
+        .then(|| truths::resolution_floor(model));
+    let (truths, truth_indices) = load_truths(model, opts, truth_floor, obs)?;
 
     let vopts = ValidateOptions {
         posterior: p.clone(),
@@ -197,8 +200,7 @@ pub fn validate(
         n_usable,
         truth_indices,
         t_sample,
-        truth_floor: (opts.truth_floor && matches!(opts.truths, TruthSource::File { .. }))
-            .then(|| truths::resolution_floor(model)),
+        truth_floor,
     })
 }
 
@@ -206,10 +208,12 @@ pub fn validate(
 /// chose them.
 type ChosenTruths = (Vec<Vec<f32>>, Option<Vec<usize>>);
 
-/// Reads or draws the truths (see [`ChosenTruths`]).
+/// Reads or draws the truths (see [`ChosenTruths`]); file truths get N(0, `floor`²) per pixel
+/// when it is given.
 fn load_truths(
     model: &ScoreModel,
     opts: &CalibrationOptions,
+    floor: Option<f64>,
     obs: &dyn Observer,
 ) -> Result<ChosenTruths> {
     let p = &opts.posterior;
@@ -220,7 +224,6 @@ fn load_truths(
             scaling,
             split,
         } => {
-            let floor = truths::resolution_floor(model);
             // Scaled after the choice: an image the run does not use may be empty.
             let mut t = truths::read_resized(path, side)?;
             let (idx, split_idx) = match split {
@@ -235,8 +238,8 @@ fn load_truths(
             for &i in &idx {
                 let mut img = std::mem::take(&mut t[i]);
                 truths::to_prior_units(&mut img, path, i, *scaling, opts.flux_scale)?;
-                if opts.truth_floor {
-                    truths::add_floor(&mut img, floor, p.seed, i);
+                if let Some(f) = floor {
+                    truths::add_floor(&mut img, f, p.seed, i);
                 }
                 chosen.push(img);
             }
